@@ -1,0 +1,5 @@
+"""``python -m radpipe`` runs the command line."""
+
+from radpipe.cli import main
+
+main()

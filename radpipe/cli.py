@@ -1,0 +1,357 @@
+"""The ``radpipe`` command line: one thin function per command, wiring only.
+
+Exit codes: 0 all went well; 1 some cases failed (see qc.csv); 2 usage or configuration error
+(nothing was computed); 3 radpipe itself failed (a bug: rerun with --debug and report it).
+"""
+
+from __future__ import annotations
+
+import functools
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from radpipe.console import console, error, summary_table
+
+app = typer.Typer(
+    name="radpipe",
+    help="Radiomics from image + mask to validated, explained models.\n\n"
+    "Stages: [bold]extract[/] (pyradiomics features, QC ledger) → [bold]train[/] (nested CV, bootstrap CIs) → "
+    "[bold]explain[/] (SHAP/LIME HTML reports). [bold]run[/] chains all three from a recipe; "
+    "[bold]demo[/] runs them on a built-in synthetic cohort.",
+    no_args_is_help=True,
+    rich_markup_mode="rich",
+    pretty_exceptions_enable=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+tables_app = typer.Typer(help="Work with feature tables (merge runs or modalities).", no_args_is_help=True)
+app.add_typer(tables_app, name="tables")
+
+EXIT_OK, EXIT_CASES_FAILED, EXIT_CONFIG, EXIT_BUG = 0, 1, 2, 3
+
+Jobs = Annotated[int, typer.Option("--jobs", "-j", min=1, help="Parallel worker processes.")]
+Debug = Annotated[bool, typer.Option("--debug", help="Show full tracebacks.")]
+
+
+def guarded(command):
+    """Turn radpipe's own errors into one readable line and an exit code; tracebacks only with --debug."""
+
+    @functools.wraps(command)
+    def wrapper(*args, **kwargs):
+        from radpipe.errors import ConfigError, RadpipeError
+
+        debug = kwargs.get("debug", False)
+        try:
+            code = command(*args, **kwargs)
+        except ConfigError as exc:
+            if debug:
+                raise
+            error(str(exc))
+            raise typer.Exit(EXIT_CONFIG) from None
+        except RadpipeError as exc:
+            if debug:
+                raise
+            error(str(exc))
+            raise typer.Exit(EXIT_CASES_FAILED) from None
+        except (typer.Exit, KeyboardInterrupt):
+            raise
+        except Exception as exc:
+            if debug:
+                raise
+            error(f"radpipe failed unexpectedly: {type(exc).__name__}: {exc}\n"
+                  "Rerun with --debug for the traceback, and please report it.")
+            raise typer.Exit(EXIT_BUG) from None
+        raise typer.Exit(code or EXIT_OK)
+
+    return wrapper
+
+
+def _load_recipe(path: Path | None):
+    from radpipe.config import Recipe, load_recipe
+
+    if path is None:
+        return Recipe(name="adhoc", dataset="."), Path.cwd()
+    return load_recipe(path), path.resolve().parent
+
+
+@app.command()
+@guarded
+def extract(
+    dataset: Annotated[str, typer.Argument(help="A dataset name from datasets.yaml, a cohort folder "
+                                           "(images/, masks/, labels.csv) or a pyradiomics batch CSV (Image,Mask).")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Output folder for the tables.")],
+    recipe: Annotated[Path | None, typer.Option(help="Recipe whose extract: section to use.")] = None,
+    params: Annotated[Path | None, typer.Option(help="A standard pyradiomics parameter file (YAML/JSON).")] = None,
+    jobs: Jobs = 1,
+    scheduler: Annotated[str | None, typer.Option(help="Dask scheduler address (tcp://host:8786) or 'local'.")] = None,
+    format: Annotated[str, typer.Option("--format", help="Table formats: csv, parquet or both.")] = "csv,parquet",
+    cache_dir: Annotated[Path | None, typer.Option(help="Share a result cache between runs (default OUT/.cache).")] = None,
+    debug: Debug = False,
+) -> int:
+    """Extract pyradiomics features for every case of a cohort.
+
+    Writes features.csv (one row per case), features_long.csv, features.parquet, codebook.csv,
+    diagnostics.csv, qc.csv (every case: ok / fixed / failed, with the reason) and manifest.json.
+    A case that fails is recorded and the others go on; the exit code is then 1.
+    Rerunning the same command reuses finished cases (after a crash, or when cases were added).
+    """
+    from radpipe.cohort import load_cohort
+    from radpipe.pipeline import extract_with_progress
+
+    spec, base = _load_recipe(recipe)
+    settings = spec.extract
+    if params is not None:
+        settings = settings.model_copy(update={"params_file": params.resolve()})
+        settings.resolve_paths(Path.cwd())
+    cohort = load_cohort(dataset, relative_to=base)
+    formats = tuple(part.strip() for part in format.split(",") if part.strip())
+    result = extract_with_progress(cohort, settings, out, jobs=jobs, scheduler=scheduler, formats=formats,
+                                   cache_dir=cache_dir)
+    return EXIT_CASES_FAILED if result.n_failed else EXIT_OK
+
+
+@app.command()
+@guarded
+def train(
+    features: Annotated[Path, typer.Argument(help="Feature table (features.csv or .parquet) with a case_id column.")],
+    labels: Annotated[Path, typer.Option(help="CSV with case_id and the outcome column.")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Output folder for models, metrics and predictions.")],
+    recipe: Annotated[Path | None, typer.Option(help="Recipe whose model: section to use.")] = None,
+    label_column: Annotated[str, typer.Option(help="Outcome column in --labels.")] = "label",
+    group_column: Annotated[str | None, typer.Option(help="Column in --labels that groups cases for grouped CV.")] = None,
+    models: Annotated[str | None, typer.Option(help="Comma-separated model names, e.g. svm,rf,xgb.")] = None,
+    positive_class: Annotated[str | None, typer.Option(help="Outcome value counted as positive.")] = None,
+    jobs: Jobs = 1,
+    debug: Debug = False,
+) -> int:
+    """Train and compare models with nested cross-validation.
+
+    Writes metrics.csv (AUC with bootstrap 95% CI per model), predictions.csv (out-of-fold),
+    the refit best model (model.joblib + sha256 + model_card.json/.md) and every model under models/.
+    """
+    import pandas as pd
+
+    from radpipe.extract.tables import read_feature_table
+    from radpipe.pipeline import labelled, modelling_table, train_from_tables
+
+    spec, _ = _load_recipe(recipe)
+    update = {"n_jobs": jobs}
+    if models:
+        update["models"] = [m.strip() for m in models.split(",")]
+    if positive_class:
+        update["positive_class"] = positive_class
+    if group_column:
+        update["group_column"] = group_column
+    settings = type(spec.model).model_validate({**spec.model.model_dump(), **update})
+    table = pd.read_csv(labels, dtype=str, encoding="utf-8-sig").set_index("case_id")
+    if label_column not in table.columns:
+        from radpipe.errors import ConfigError
+
+        raise ConfigError(f"no column '{label_column}' (columns: {list(table.columns)})", file=str(labels),
+                          key="--label-column")
+    X = modelling_table(read_feature_table(features), spec.extract.aggregate)
+    X, y = labelled(X, table[label_column].dropna())
+    groups = table.loc[X.index, settings.group_column] if settings.group_column else None
+    result = train_from_tables(X, y, settings, out, groups=groups)
+    summary_table(f"models → {out}", [
+        (row.model, f"AUC {row.auc:.3f} (95% CI {row.auc_ci_low:.3f}–{row.auc_ci_high:.3f})")
+        for row in result.metrics[result.metrics["cohort"] == "cv"].itertuples()
+    ])
+    return EXIT_OK
+
+
+@app.command()
+@guarded
+def explain(
+    model_dir: Annotated[Path, typer.Argument(help="Folder written by `radpipe train` (model.joblib + model_card.json).")],
+    features: Annotated[Path, typer.Option(help="Feature table of the patients to explain.")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Output folder for the reports.")],
+    cohort: Annotated[str | None, typer.Option(help="Dataset name or folder, for labels and image slices.")] = None,
+    labels: Annotated[Path | None, typer.Option(help="CSV with case_id,label to show true outcomes.")] = None,
+    patients: Annotated[str | None, typer.Option(help="Comma-separated case ids (default: every case).")] = None,
+    recipe: Annotated[Path | None, typer.Option(help="Recipe whose explain: section to use.")] = None,
+    trust: Annotated[bool, typer.Option(help="Open a model file that has no valid sha256 sidecar.")] = False,
+    jobs: Jobs = 1,
+    debug: Debug = False,
+) -> int:
+    """Write SHAP and LIME explanations: cohort.html, patients/<case_id>.html, shap_values.csv, lime.csv."""
+    import pandas as pd
+
+    from radpipe.extract.tables import read_feature_table
+    from radpipe.pipeline import explain_from_folder, modelling_table
+
+    spec, base = _load_recipe(recipe)
+    if not trust:
+        from radpipe.model.persist import load_model
+
+        load_model(model_dir)  # refuse a tampered model before anything else
+    X = modelling_table(read_feature_table(features), spec.extract.aggregate)
+    y = images = None
+    if cohort:
+        from radpipe.cohort import load_cohort
+
+        loaded = load_cohort(cohort, relative_to=base)
+        y = loaded.labels
+        images = {case.case_id: (case.image, case.mask) for case in loaded.cases}
+    if labels:
+        y = pd.read_csv(labels, dtype=str, encoding="utf-8-sig").set_index("case_id")["label"]
+    chosen = [p.strip() for p in patients.split(",")] if patients else None
+    explain_from_folder(model_dir, X, out, labels=y, images=images, settings=spec.explain, jobs=jobs,
+                        patients=chosen)
+    console.print(f"cohort report: [bold]{Path(out) / 'cohort.html'}[/]")
+    return EXIT_OK
+
+
+@app.command()
+@guarded
+def run(
+    recipe: Annotated[Path, typer.Argument(help="A recipe, e.g. pipelines/busi.yaml.")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Output folder: features/, models/, explain/.")],
+    jobs: Jobs = 1,
+    scheduler: Annotated[str | None, typer.Option(help="Dask scheduler address or 'local' for extraction.")] = None,
+    no_explain: Annotated[bool, typer.Option("--no-explain", help="Stop after the model stage.")] = False,
+    debug: Debug = False,
+) -> int:
+    """Run a recipe end to end: extract → train → explain."""
+    from radpipe.config import load_recipe
+    from radpipe.pipeline import run_recipe
+
+    spec = load_recipe(recipe)
+    result = run_recipe(spec, recipe.resolve().parent, out, jobs=jobs, scheduler=scheduler, explain=not no_explain)
+    if result.explain_dir:
+        console.print(f"cohort report: [bold]{result.explain_dir / 'cohort.html'}[/]")
+    return EXIT_CASES_FAILED if result.n_failed else EXIT_OK
+
+
+@app.command()
+@guarded
+def predict(
+    model: Annotated[Path, typer.Argument(help="Model folder or model.joblib written by `radpipe train`.")],
+    features: Annotated[Path, typer.Argument(help="Feature table of new cases (same columns as training).")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="CSV for the predictions.")],
+    trust: Annotated[bool, typer.Option(help="Open a model file that has no valid sha256 sidecar.")] = False,
+    debug: Debug = False,
+) -> int:
+    """Predict probabilities and classes (at the model's threshold) for new cases."""
+    from radpipe.extract.tables import read_feature_table, write_csv
+    from radpipe.model.persist import load_model
+    from radpipe.model.predict import predict as predict_cases
+
+    loaded = load_model(model, trust=trust)
+    result = predict_cases(loaded, read_feature_table(features))
+    write_csv(result.reset_index() if "case_id" not in result.columns else result, out)
+    console.print(f"{len(result)} predictions → [bold]{out}[/]")
+    return EXIT_OK
+
+
+@app.command()
+@guarded
+def evaluate(
+    model: Annotated[Path, typer.Argument(help="Model folder written by `radpipe train`.")],
+    features: Annotated[Path, typer.Argument(help="Feature table of a labelled test cohort.")],
+    labels: Annotated[Path, typer.Option(help="CSV with case_id,label.")],
+    out: Annotated[Path | None, typer.Option("--out", "-o", help="CSV for the metrics row.")] = None,
+    trust: Annotated[bool, typer.Option(help="Open a model file that has no valid sha256 sidecar.")] = False,
+    debug: Debug = False,
+) -> int:
+    """Score a saved model on a labelled external cohort (metrics with bootstrap CIs)."""
+    import pandas as pd
+
+    from radpipe.extract.tables import read_feature_table, write_csv
+    from radpipe.model.persist import load_model
+    from radpipe.model.predict import evaluate as evaluate_model
+
+    loaded = load_model(model, trust=trust)
+    y = pd.read_csv(labels, dtype=str, encoding="utf-8-sig").set_index("case_id")["label"]
+    X = read_feature_table(features)
+    common = [c for c in X.index if c in y.index]
+    metrics = evaluate_model(loaded, X.loc[common], y.loc[common])
+    console.print(metrics.T.to_string())
+    if out:
+        write_csv(metrics, out)
+    return EXIT_OK
+
+
+@app.command()
+@guarded
+def demo(
+    out: Annotated[Path, typer.Option("--out", "-o", help="Output folder.")] = Path("demo_out"),
+    cases: Annotated[int, typer.Option(help="Synthetic cases to generate.")] = 40,
+    jobs: Jobs = 2,
+    debug: Debug = False,
+) -> int:
+    """Generate a small SYNTHETIC 3D cohort and run the demo recipe on it end to end."""
+    from radpipe.demo import run_demo
+
+    report = run_demo(Path(out), n_cases=cases, jobs=jobs)
+    console.print(f"\n[bold green]demo finished[/] (synthetic data). Open [bold]{report}[/]")
+    return EXIT_OK
+
+
+@app.command()
+@guarded
+def datasets(
+    file: Annotated[Path | None, typer.Option(help="datasets.yaml to read (default: the repository's).")] = None,
+    debug: Debug = False,
+) -> int:
+    """List the named cohorts in datasets.yaml and whether their data is present."""
+    from radpipe.config import load_datasets
+
+    rows = []
+    for name, spec in load_datasets(file).items():
+        present = "found" if spec.root.exists() else "[red]missing[/]"
+        rows.append((name, f"{present}  {spec.root}  {spec.description}"))
+    summary_table("datasets", rows)
+    return EXIT_OK
+
+
+@app.command()
+@guarded
+def validate(
+    recipe: Annotated[Path, typer.Argument(help="Recipe to check.")],
+    debug: Debug = False,
+) -> int:
+    """Check a recipe and its dataset without computing anything."""
+    from radpipe.cohort import load_cohort
+    from radpipe.config import load_recipe
+
+    spec = load_recipe(recipe)
+    cohort = load_cohort(spec.dataset, relative_to=recipe.resolve().parent)
+    console.print(f"[green]ok[/]: {recipe} is valid; {cohort!r}")
+    for problem in cohort.problems:
+        console.print(f"  [yellow]{problem.case_id}[/]: {problem.reason}")
+    return EXIT_CASES_FAILED if cohort.problems else EXIT_OK
+
+
+@tables_app.command("merge")
+@guarded
+def tables_merge(
+    tables: Annotated[list[Path], typer.Argument(help="Feature tables to join on case_id.")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Merged CSV.")],
+    prefixes: Annotated[str | None, typer.Option(help="Comma-separated column prefixes, one per table (e.g. pet_,ct_).")] = None,
+    debug: Debug = False,
+) -> int:
+    """Join feature tables from several runs or modalities on case_id, prefixing their columns."""
+    from radpipe.extract.tables import read_feature_table, write_csv
+    from radpipe.errors import ConfigError
+
+    names = [p.strip() for p in prefixes.split(",")] if prefixes else [f"t{i + 1}_" for i in range(len(tables))]
+    if len(names) != len(tables):
+        raise ConfigError(f"{len(tables)} tables but {len(names)} prefixes", key="--prefixes")
+    merged = None
+    for path, prefix in zip(tables, names, strict=True):
+        table = read_feature_table(path).add_prefix(prefix)
+        merged = table if merged is None else merged.join(table, how="inner")
+    write_csv(merged.reset_index(), out)
+    console.print(f"{len(merged)} cases × {merged.shape[1]} columns → [bold]{out}[/]")
+    return EXIT_OK
+
+
+def main() -> None:  # python -m radpipe
+    app(prog_name="radpipe")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

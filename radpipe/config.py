@@ -1,0 +1,195 @@
+"""Configuration files: ``datasets.yaml`` (named cohorts) and recipes (``pipelines/*.yaml``).
+
+Both are pydantic models that reject unknown keys. Every problem is raised as a
+:class:`~radpipe.errors.ConfigError` naming the file, the key and what was expected, before any work
+starts. Each stage owns its own section model (``ExtractSettings``, ``ModelSettings``,
+``ExplainSettings``); this module only composes them and resolves paths.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from radpipe.errors import ConfigError
+from radpipe.explain.settings import ExplainSettings
+from radpipe.extract.settings import ExtractSettings
+from radpipe.model.settings import ModelSettings
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+DEFAULT_DATASETS_FILE = REPO_ROOT / "datasets.yaml"
+_ENV_PATTERN = re.compile(r"\$\{(\w+)(?::-([^}]*))?\}")
+
+
+def data_root() -> Path:
+    """Where the shared real data lives: ``$RADPIPE_DATA``, default ``../shared/data`` from the repo root."""
+    return Path(os.environ.get("RADPIPE_DATA") or REPO_ROOT.parent / "shared" / "data").resolve()
+
+
+def expand_env(text: str) -> str:
+    """Expand ``${VAR}`` and ``${VAR:-default}``; ``RADPIPE_DATA`` defaults to ``../shared/data``."""
+
+    def replace(match: re.Match) -> str:
+        name, default = match.group(1), match.group(2)
+        if name == "RADPIPE_DATA":
+            return os.environ.get(name) or str(data_root())
+        value = os.environ.get(name, default)
+        if value is None:
+            raise KeyError(name)
+        return value
+
+    return _ENV_PATTERN.sub(replace, text)
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class DatasetSpec(_Strict):
+    """One cohort: where its images, masks and labels are and which columns mean what."""
+
+    root: Path = Field(description="Folder the other paths are relative to; ${RADPIPE_DATA} is expanded.")
+    description: str = ""
+    layout: str = Field(
+        "folders",
+        description="'folders' (images/, masks/, labels.csv), 'per_case' (<case_id>/image.*, <case_id>/mask.*) "
+        "or 'pyradiomics_csv' (a batch CSV with Image,Mask[,Label] columns).",
+    )
+    images: str = Field("images/*", description="Glob for image files (relative to root); case id = file name without extensions.")
+    masks: str = Field("masks/*", description="Glob for mask files; matched to images by case id.")
+    case_pattern: str | None = Field(
+        None,
+        description="Regex with a (?P<case_id>...) group applied to file names, for files named like "
+        "'brain1_image.nrrd' / 'brain1_label.nrrd'.",
+    )
+    batch_csv: str | None = Field(None, description="For layout 'pyradiomics_csv': the batch CSV file.")
+    labels: str | None = Field("labels.csv", description="CSV with one row per case (case_id, label, ...); optional.")
+    case_id_column: str = "case_id"
+    label_column: str = "label"
+    group_column: str | None = Field(None, description="Column that groups cases (patient, lesion) for grouped CV.")
+    positive_class: str | None = Field(None, description="Outcome value counted as positive.")
+    spacing_2d: tuple[float, float] | None = Field(None, description="Pixel spacing (mm) for 2D files that carry none.")
+    mask_label: int | None = Field(None, description="Label value of the ROI in the masks (default: the only non-zero label).")
+    citation: str = ""
+
+    @model_validator(mode="after")
+    def _layout_known(self) -> DatasetSpec:
+        if self.layout not in {"folders", "per_case", "pyradiomics_csv"}:
+            raise ValueError(f"layout must be 'folders', 'per_case' or 'pyradiomics_csv', not {self.layout!r}")
+        if self.layout == "pyradiomics_csv" and not self.batch_csv:
+            raise ValueError("layout 'pyradiomics_csv' needs batch_csv: the CSV with Image,Mask columns")
+        return self
+
+
+class DatasetsFile(_Strict):
+    datasets: dict[str, DatasetSpec]
+
+
+class Recipe(_Strict):
+    """A full pipeline recipe: which cohort, how to extract, which models, how to explain."""
+
+    name: str = Field(description="Short name used in output folders and reports.")
+    description: str = ""
+    dataset: str = Field(description="A name from datasets.yaml, or a cohort folder path (relative to the recipe).")
+    external: list[str] = Field(default_factory=list, description="Further datasets used only as external test cohorts.")
+    extract: ExtractSettings = Field(default_factory=ExtractSettings)
+    model: ModelSettings = Field(default_factory=ModelSettings)
+    explain: ExplainSettings = Field(default_factory=ExplainSettings)
+
+
+def read_yaml(path: Path) -> Any:
+    """Read a YAML file with the safe loader; a missing or malformed file is a ConfigError."""
+    if not path.exists():
+        raise ConfigError("file not found", file=str(path))
+    try:
+        return yaml.safe_load(path.read_text(encoding="utf-8-sig")) or {}
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
+        raise ConfigError(f"not valid YAML{where}: {getattr(exc, 'problem', exc)}", file=str(path)) from None
+
+
+def validation_error_to_config_error(exc: ValidationError, file: Path) -> ConfigError:
+    """Turn pydantic's report into one readable message naming every bad key."""
+    lines = []
+    for error in exc.errors():
+        key = ".".join(str(part) for part in error["loc"])
+        if error["type"] == "extra_forbidden":
+            lines.append(f"unknown key '{key}' (is it misspelt?)")
+        elif error["type"] == "missing":
+            lines.append(f"missing required key '{key}'")
+        else:
+            lines.append(f"key '{key}': {error['msg']} (got {error.get('input')!r})")
+    return ConfigError("; ".join(lines), file=str(file))
+
+
+def load_datasets(path: str | Path | None = None) -> dict[str, DatasetSpec]:
+    """Read and validate ``datasets.yaml``; roots are expanded and resolved relative to the file."""
+    path = Path(path) if path else DEFAULT_DATASETS_FILE
+    raw = read_yaml(path)
+    try:
+        raw = _expand_in(raw)
+    except KeyError as exc:
+        raise ConfigError(f"environment variable {exc.args[0]} is not set", file=str(path)) from None
+    try:
+        parsed = DatasetsFile.model_validate(raw)
+    except ValidationError as exc:
+        raise validation_error_to_config_error(exc, path) from None
+    for spec in parsed.datasets.values():
+        if not spec.root.is_absolute():
+            spec.root = (path.parent / spec.root).resolve()
+    return parsed.datasets
+
+
+def load_recipe(path: str | Path) -> Recipe:
+    """Read and validate a recipe, including its pyradiomics settings, before any work starts."""
+    path = Path(path)
+    raw = read_yaml(path)
+    try:
+        recipe = Recipe.model_validate(raw)
+    except ValidationError as exc:
+        raise validation_error_to_config_error(exc, path) from None
+    recipe.extract.resolve_paths(path.parent, recipe_file=path)
+    return recipe
+
+
+def resolve_dataset(name_or_path: str, *, datasets_file: str | Path | None = None,
+                    relative_to: Path | None = None) -> tuple[str, DatasetSpec]:
+    """A dataset name from datasets.yaml, or a folder laid out as images/, masks/, labels.csv."""
+    candidate = Path(name_or_path)
+    if relative_to is not None and not candidate.is_absolute() and not candidate.exists():
+        candidate = relative_to / candidate
+    if candidate.is_dir():
+        return candidate.name, DatasetSpec(root=candidate.resolve())
+    if candidate.suffix.lower() == ".csv" and candidate.is_file():
+        return candidate.stem, DatasetSpec(root=candidate.parent.resolve(), layout="pyradiomics_csv",
+                                           batch_csv=candidate.name, labels=None)
+    datasets = load_datasets(datasets_file)
+    if name_or_path not in datasets:
+        known = ", ".join(sorted(datasets)) or "none"
+        raise ConfigError(
+            f"'{name_or_path}' is neither a folder nor a dataset in datasets.yaml (known: {known})",
+            key="dataset",
+        )
+    spec = datasets[name_or_path]
+    if not spec.root.exists():
+        raise ConfigError(
+            f"dataset root {spec.root} does not exist (set RADPIPE_DATA to the shared data folder)",
+            file=str(Path(datasets_file or DEFAULT_DATASETS_FILE)), key=f"datasets.{name_or_path}.root",
+        )
+    return name_or_path, spec
+
+
+def _expand_in(value: Any) -> Any:
+    if isinstance(value, str):
+        return expand_env(value)
+    if isinstance(value, dict):
+        return {key: _expand_in(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_expand_in(item) for item in value]
+    return value

@@ -1,0 +1,48 @@
+"""Everything radpipe prints: progress bars and summary tables on stderr, via rich."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.table import Table
+
+console = Console(stderr=True)
+
+
+@contextmanager
+def progress_bar(description: str, total: int) -> Iterator:
+    """Yield ``advance(n=1, note="")``; shows cases done, cases/s and ETA."""
+    columns = [
+        TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+        TextColumn("[cyan]{task.fields[rate]}"),
+        TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(), TextColumn("{task.fields[note]}"),
+    ]
+    with Progress(*columns, console=console, transient=False, disable=total == 0) as progress:
+        task = progress.add_task(description, total=total, note="", rate="")
+
+        def advance(n: int = 1, note: str = "") -> None:
+            progress.advance(task, n)
+            speed = progress.tasks[0].speed
+            progress.update(task, note=note, rate=f"{speed:.2f} cases/s" if speed else "")
+
+        yield advance
+
+
+def summary_table(title: str, rows: list[tuple[str, str]]) -> None:
+    table = Table(title=title, show_header=False, title_justify="left")
+    table.add_column(style="bold")
+    table.add_column()
+    for key, value in rows:
+        table.add_row(key, value)
+    console.print(table)
+
+
+def error(message: str) -> None:
+    console.print(f"[bold red]error:[/] {message}", highlight=False)
+
+
+def warn(message: str) -> None:
+    console.print(f"[yellow]warning:[/] {message}", highlight=False)

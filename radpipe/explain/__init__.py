@@ -1,0 +1,1 @@
+"""Explain stage: SHAP and LIME values and the HTML reports built from them."""

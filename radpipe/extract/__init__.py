@@ -1,0 +1,1 @@
+"""Extract stage: read images and masks, check and preprocess them, run pyradiomics, write tables."""

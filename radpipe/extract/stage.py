@@ -1,0 +1,117 @@
+"""The extract stage as one call: cohort in, feature tables, QC ledger and manifest out."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pandas as pd
+from filelock import FileLock, Timeout
+
+from radpipe._io import atomic_write_text, software_versions
+from radpipe.cohort import Cohort
+from radpipe.errors import ConfigError
+from radpipe.extract import tables
+from radpipe.extract.features import CaseResult
+from radpipe.extract.runner import ResultCache, RunSummary, case_inputs, run_cases
+from radpipe.extract.settings import ExtractSettings
+
+FORMATS = ("csv", "parquet")
+
+
+@dataclass
+class ExtractResult:
+    features: pd.DataFrame  # indexed by case_id (plus a roi column for multi-lesion cohorts)
+    qc: pd.DataFrame
+    summary: RunSummary
+    out_dir: Path
+
+    @property
+    def n_failed(self) -> int:
+        """Cases with at least one failed ledger row (including files that could not be paired)."""
+        return self.summary.failed
+
+
+def output_lock(out_dir: Path, wait_seconds: float = 0.0) -> FileLock:
+    """One run per output folder: a second run waits up to ``wait_seconds``, then refuses."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    lock = FileLock(str(out_dir / ".radpipe.lock"))
+    try:
+        lock.acquire(timeout=wait_seconds)
+    except Timeout:
+        raise ConfigError(
+            f"another radpipe run is writing to {out_dir} (lock file .radpipe.lock); "
+            "wait for it to finish or choose another --out", key="--out") from None
+    return lock
+
+
+def extract_cohort(cohort: Cohort, settings: ExtractSettings, out_dir: str | Path, *, jobs: int = 1,
+                   scheduler: str | None = None, cache_dir: str | Path | None = None,
+                   formats: tuple[str, ...] = FORMATS,
+                   on_result: Callable[[CaseResult, bool], None] | None = None) -> ExtractResult:
+    """Extract every case of ``cohort`` and write the tables into ``out_dir``.
+
+    Writes ``features.csv`` (wide), ``features_long.csv``, ``features.parquet``, ``codebook.csv``,
+    ``diagnostics.csv``, ``qc.csv`` and ``manifest.json``. Finished cases are cached under
+    ``out_dir/.cache`` (or ``cache_dir``), so rerunning after a crash or after adding cases only
+    computes what is new.
+    """
+    out_dir = Path(out_dir)
+    unknown = set(formats) - set(FORMATS)
+    if unknown:
+        raise ConfigError(f"unknown format(s) {sorted(unknown)}; choose from {', '.join(FORMATS)}", key="--format")
+    started = datetime.now(UTC)
+    clock = time.perf_counter()
+    lock = output_lock(out_dir)
+    try:
+        items = case_inputs(cohort, settings)
+        cache = ResultCache(Path(cache_dir) if cache_dir else out_dir / ".cache")
+        summary = run_cases(items, settings, cache, jobs=jobs, scheduler=scheduler, on_result=on_result)
+        problem_rows = [
+            {"case_id": p.case_id, "roi": "", "status": "failed", "action": "not_paired", "reason": p.reason}
+            for p in cohort.problems
+        ]
+        wide = tables.feature_table(summary.results)
+        qc = tables.qc_table(summary.results, problem_rows)
+        params = settings.pyradiomics_params()
+        prep = "; ".join(step.step for step in settings.preprocessing) or "none"
+
+        if "csv" in formats:
+            tables.write_csv(wide, out_dir / "features.csv")
+            tables.write_csv(tables.long_table(wide), out_dir / "features_long.csv")
+        if "parquet" in formats:
+            tables.write_parquet(wide, out_dir / "features.parquet")
+        from radpipe.extract.ibsi import ibsi_codes
+
+        tables.write_csv(tables.codebook_table(list(wide.columns), params, ibsi_codes(), prep),
+                         out_dir / "codebook.csv")
+        tables.write_csv(tables.diagnostics_table(summary.results), out_dir / "diagnostics.csv")
+        tables.write_csv(qc, out_dir / "qc.csv")
+        manifest = {
+            "stage": "extract",
+            "cohort": cohort.name,
+            "cohort_root": str(cohort.spec.root),
+            "n_cases": len(items),
+            "computed": summary.computed,
+            "cached": summary.cached,
+            "failed": int((qc.groupby("case_id")["status"].apply(lambda s: (s == "failed").any())).sum()),
+            "fixed": summary.fixed,
+            "settings": json.loads(settings.model_dump_json()),
+            "pyradiomics_params": params,
+            "inputs": {item.case_id: {"image_sha256": item.image_sha256, "mask_sha256": item.mask_sha256}
+                       for item in items},
+            "versions": software_versions(),
+            "started": started.isoformat(timespec="seconds"),
+            "finished": datetime.now(UTC).isoformat(timespec="seconds"),
+            "wall_seconds": round(time.perf_counter() - clock, 3),
+        }
+        atomic_write_text(out_dir / "manifest.json", json.dumps(manifest, indent=2, default=str))
+    finally:
+        lock.release()
+    index = wide.set_index("case_id") if not wide.empty else wide
+    summary.failed = manifest["failed"]
+    return ExtractResult(index, qc, summary, out_dir)

@@ -1,0 +1,165 @@
+"""Tables a statistician can open: wide and long CSV, Parquet, codebook, diagnostics and QC ledger.
+
+CSV conventions (chosen so R's ``read.csv`` and Excel open them without surprises): UTF-8 without
+BOM, ``.`` decimal, comma separator, ``\\n`` line endings, empty cell for a missing value, no index
+column, full float precision (``repr``) so values round-trip exactly.
+"""
+
+from __future__ import annotations
+
+import io as _io
+import re
+from functools import cache
+from pathlib import Path
+
+import pandas as pd
+
+from radpipe._io import atomic_write_bytes
+from radpipe.extract.features import CaseResult
+
+ID_COLUMNS = ("case_id", "roi")
+QC_COLUMNS = ["case_id", "roi", "status", "action", "reason"]
+LONG_COLUMNS = ["case_id", "roi", "image_type", "feature_class", "feature", "value"]
+
+
+def split_feature_name(column: str) -> tuple[str, str, str]:
+    """``log-sigma-2-0-mm-3D_glcm_Contrast`` → (``log-sigma-2-0-mm-3D``, ``glcm``, ``Contrast``)."""
+    parts = column.split("_", 2)
+    if len(parts) != 3:
+        return "", "", column
+    return parts[0], parts[1], parts[2]
+
+
+def feature_table(results: list[CaseResult]) -> pd.DataFrame:
+    """Wide table, one row per case (per ROI when a case has several), columns in pyradiomics' order."""
+    rows = [row for result in results if result.status != "failed" for row in result.features]
+    if not rows:
+        return pd.DataFrame(columns=["case_id"])
+    columns: list[str] = []
+    seen: set[str] = set()
+    for row in rows:  # pyradiomics emits image type → class → feature; keep that order, append newcomers
+        for column in row:
+            if column not in seen and column not in ID_COLUMNS:
+                seen.add(column)
+                columns.append(column)
+    table = pd.DataFrame(rows)
+    multi_roi = table["roi"].nunique() > 1 or (table["roi"] != "roi").any()
+    ids = ["case_id", "roi"] if multi_roi else ["case_id"]
+    return table[ids + columns].reset_index(drop=True)
+
+
+def long_table(wide: pd.DataFrame) -> pd.DataFrame:
+    """The tidy form: one row per case, ROI and feature."""
+    if wide.empty:
+        return pd.DataFrame(columns=LONG_COLUMNS)
+    frame = wide if "roi" in wide.columns else wide.assign(roi="roi")
+    long = frame.melt(id_vars=["case_id", "roi"], var_name="column", value_name="value")
+    parts = long["column"].map(split_feature_name)
+    long["image_type"] = parts.str[0]
+    long["feature_class"] = parts.str[1]
+    long["feature"] = parts.str[2]
+    return long[LONG_COLUMNS]
+
+
+def diagnostics_table(results: list[CaseResult]) -> pd.DataFrame:
+    return pd.DataFrame([row for result in results for row in result.diagnostics])
+
+
+def qc_table(results: list[CaseResult], extra_rows: list[dict] | None = None) -> pd.DataFrame:
+    """The QC ledger: every case, with what was fixed and why anything failed."""
+    rows = [vars(row) for result in results for row in result.qc] + list(extra_rows or [])
+    table = pd.DataFrame(rows, columns=QC_COLUMNS)
+    return table.sort_values(["case_id", "roi"], kind="stable").reset_index(drop=True)
+
+
+@cache
+def _feature_docs() -> dict[tuple[str, str], str]:
+    """First line of each pyradiomics feature's docstring, keyed by (class, feature)."""
+    from radiomics import getFeatureClasses
+
+    docs = {}
+    for class_name, feature_class in getFeatureClasses().items():
+        for feature in feature_class.getFeatureNames():
+            method = getattr(feature_class, f"get{feature}FeatureValue", None)
+            text = (method.__doc__ or "").strip() if method else ""
+            first = re.split(r"\n\s*\n", text)[0] if text else ""
+            docs[(class_name, feature)] = " ".join(first.replace("**", "").split())
+    return docs
+
+
+def codebook_table(columns: list[str], params: dict, ibsi_codes: dict[tuple[str, str], str] | None = None,
+                   preprocessing: str = "") -> pd.DataFrame:
+    """One row per feature column: what it is and the settings that produced it."""
+    setting = params.get("setting", {})
+    discretisation = (f"binCount={setting['binCount']}" if "binCount" in setting
+                      else f"binWidth={setting.get('binWidth', 25)}")
+    rows = []
+    for column in columns:
+        if column in ID_COLUMNS:
+            continue
+        image_type, feature_class, feature = split_feature_name(column)
+        family = ("shape" if feature_class.startswith("shape") else
+                  "first order" if feature_class == "firstorder" else "texture")
+        rows.append({
+            "column": column,
+            "image_type": image_type,
+            "feature_class": feature_class,
+            "feature": feature,
+            "family": family,
+            "description": _feature_docs().get((feature_class, feature), ""),
+            "ibsi_code": (ibsi_codes or {}).get((feature_class, feature), ""),
+            "discretisation": "" if family == "shape" else discretisation,
+            "resampling": str(setting.get("resampledPixelSpacing") or "none"),
+            "normalisation": "normalize" if setting.get("normalize") else "none",
+            "preprocessing": preprocessing,
+        })
+    return pd.DataFrame(rows)
+
+
+def to_csv_bytes(table: pd.DataFrame) -> bytes:
+    buffer = _io.StringIO()
+    table.to_csv(buffer, index=False, lineterminator="\n")
+    return buffer.getvalue().encode("utf-8")
+
+
+def write_csv(table: pd.DataFrame, path: Path) -> None:
+    atomic_write_bytes(path, to_csv_bytes(table))
+
+
+def write_parquet(table: pd.DataFrame, path: Path) -> None:
+    buffer = _io.BytesIO()
+    table.to_parquet(buffer, index=False)
+    atomic_write_bytes(path, buffer.getvalue())
+
+
+def read_feature_table(path: str | Path) -> pd.DataFrame:
+    """Read a feature table written by radpipe (CSV or Parquet), indexed by case id."""
+    path = Path(path)
+    table = pd.read_parquet(path) if path.suffix == ".parquet" else pd.read_csv(path, dtype={"case_id": str})
+    if "case_id" not in table.columns:
+        from radpipe.errors import ConfigError
+
+        raise ConfigError("a feature table needs a 'case_id' column", file=str(path))
+    return table.set_index("case_id")
+
+
+def aggregate_rois(table: pd.DataFrame, method: str, volume_column: str | None = None) -> pd.DataFrame:
+    """Per-lesion rows → one row per patient: the largest lesion, a volume-weighted mean, or the max."""
+    if "roi" not in table.columns:
+        return table
+    numeric = table.drop(columns=["roi"])
+    volume_column = volume_column or next(
+        (c for c in table.columns if c.endswith("shape_VoxelVolume") or c.endswith("shape2D_PixelSurface")), None)
+    if method == "max":
+        return numeric.groupby(level=0, sort=False).max()
+    if volume_column is None:
+        raise ValueError("aggregation by lesion size needs a shape VoxelVolume/PixelSurface column")
+    if method == "largest":
+        best = table.reset_index().sort_values(volume_column, ascending=False, kind="stable")
+        return best.drop_duplicates("case_id").set_index("case_id").drop(columns=["roi"]).loc[
+            list(dict.fromkeys(table.index))]
+    if method == "volume_weighted_mean":
+        weights = table[volume_column]
+        weighted = numeric.mul(weights, axis=0).groupby(level=0, sort=False).sum()
+        return weighted.div(weights.groupby(level=0, sort=False).sum(), axis=0)
+    return table

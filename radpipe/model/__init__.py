@@ -1,0 +1,1 @@
+"""Model stage: leakage-safe scikit-learn pipelines, nested CV, metrics with CIs, persistence."""

@@ -1,0 +1,106 @@
+"""Save and load fitted pipelines with an integrity check, so an untrusted pickle is never opened.
+
+A model folder holds ``model.joblib`` (the fitted scikit-learn Pipeline), ``model.joblib.sha256``
+(written at save time) and ``model_card.json`` (what the model is, what it expects, how it scored).
+"""
+
+from __future__ import annotations
+
+import json
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import joblib
+
+from radpipe._io import atomic_write_bytes, atomic_write_text, software_versions
+from radpipe._io import sha256_bytes_of as sha256_file
+
+MODEL_FILE = "model.joblib"
+CARD_FILE = "model_card.json"
+
+
+class ModelIntegrityError(RuntimeError):
+    """The model file is missing its sha256 sidecar or does not match it."""
+
+
+@dataclass
+class LoadedModel:
+    """A fitted pipeline and its model card.
+
+    The card always has ``model_name``, ``classes`` (negative class first for a binary
+    outcome), ``positive_class``, ``threshold`` (chosen on training data only),
+    ``feature_names`` (the columns the pipeline expects, in order) and ``versions``.
+    """
+
+    pipeline: Any
+    card: dict
+    path: Path
+
+    @property
+    def feature_names(self) -> list[str]:
+        return list(self.card["feature_names"])
+
+    @property
+    def threshold(self) -> float:
+        return float(self.card.get("threshold", 0.5))
+
+
+def save_model(pipeline: Any, card: dict, model_dir: str | Path) -> Path:
+    """Write the pipeline, its sha256 sidecar and the model card into ``model_dir``."""
+    model_dir = Path(model_dir)
+    model_dir.mkdir(parents=True, exist_ok=True)
+    required = {"model_name", "classes", "positive_class", "feature_names"}
+    missing = required - set(card)
+    if missing:
+        raise ValueError(f"model card lacks {sorted(missing)}")
+    card = {"threshold": 0.5, **card, "versions": software_versions()}
+    model_path = model_dir / MODEL_FILE
+    tmp = model_path.with_suffix(".joblib.tmp")
+    joblib.dump(pipeline, tmp)
+    tmp.replace(model_path)
+    atomic_write_text(model_path.with_name(MODEL_FILE + ".sha256"), f"{sha256_file(model_path)}  {MODEL_FILE}\n")
+    atomic_write_bytes(model_dir / CARD_FILE, json.dumps(card, indent=2, default=str).encode())
+    return model_path
+
+
+def load_model(model_dir: str | Path, trust: bool = False) -> LoadedModel:
+    """Load a model folder (or its ``model.joblib``), refusing files that fail the sha256 check.
+
+    ``trust=True`` skips the check for a file whose origin the user vouches for.
+    """
+    path = Path(model_dir)
+    model_path = path if path.is_file() else path / MODEL_FILE
+    if not model_path.exists():
+        raise FileNotFoundError(f"no model at {model_path}: expected a folder written by `radpipe train`")
+    card_path = model_path.with_name(CARD_FILE)
+    if not trust:
+        sidecar = model_path.with_name(model_path.name + ".sha256")
+        if not sidecar.exists():
+            raise ModelIntegrityError(
+                f"{model_path} has no {sidecar.name}: radpipe only opens models it saved itself "
+                "(unpickling runs code). Pass --trust if you know where this file comes from."
+            )
+        expected = sidecar.read_text().split()[0]
+        actual = sha256_file(model_path)
+        if actual != expected:
+            raise ModelIntegrityError(
+                f"{model_path} does not match its sha256 sidecar (expected {expected[:12]}…, "
+                f"found {actual[:12]}…): the file was changed after it was saved. Refusing to unpickle it; "
+                "pass --trust to override."
+            )
+    card = json.loads(card_path.read_text()) if card_path.exists() else {}
+    _warn_on_version_mismatch(card.get("versions", {}))
+    return LoadedModel(pipeline=joblib.load(model_path), card=card, path=model_path.parent)
+
+
+def _warn_on_version_mismatch(saved: dict) -> None:
+    current = software_versions()
+    for package in ("scikit-learn", "xgboost"):
+        if saved.get(package) and current.get(package) and saved[package] != current[package]:
+            warnings.warn(
+                f"model was saved with {package} {saved[package]}, this is {current[package]}: "
+                "predictions may differ",
+                stacklevel=3,
+            )
