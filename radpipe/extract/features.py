@@ -19,7 +19,6 @@ from radpipe.errors import CaseError
 from radpipe.extract import io, preprocess, qc
 from radpipe.extract.settings import ExtractSettings
 
-logging.getLogger("radiomics").setLevel(logging.ERROR)  # pyradiomics logs every feature class at INFO
 
 # Feature classes in pyradiomics' documented order; used to sort columns stably.
 FEATURE_CLASS_ORDER = ("shape", "shape2D", "firstorder", "glcm", "glrlm", "glszm", "gldm", "ngtdm")
@@ -79,9 +78,18 @@ class CaseInput:
 _EXTRACTORS: dict[str, Any] = {}
 
 
+def quiet_pyradiomics() -> None:
+    """pyradiomics warns on stderr for every case ("GLCM is symmetrical…"); radpipe reports problems itself."""
+    import radiomics
+
+    radiomics.setVerbosity(logging.ERROR)
+
+
 def build_extractor(params: dict):
     """A pyradiomics extractor for these parameters, built once per worker process."""
     from radiomics import featureextractor
+
+    quiet_pyradiomics()
 
     key = repr(sorted((k, repr(v)) for k, v in params.items()))
     if key not in _EXTRACTORS:

@@ -109,7 +109,8 @@ class ResultCache:
 
     def put(self, key: str, result: CaseResult) -> None:
         if result.cacheable:
-            atomic_write_text(self._path(key), json.dumps(result.to_dict(), sort_keys=True))
+            # key order is kept: it is the feature column order of the tables
+            atomic_write_text(self._path(key), json.dumps(result.to_dict()))
 
 
 def run_cases(items: list[CaseInput], settings: ExtractSettings, cache: ResultCache | None, *,

@@ -122,6 +122,9 @@ def validate_pyradiomics_params(params: dict, source: str | None = None) -> None
                     f"'{name}' is not a {feature_class} feature (known: {', '.join(sorted(known))})",
                     file=source, key=f"featureClass.{feature_class}",
                 )
+    from radpipe.extract.features import quiet_pyradiomics
+
+    quiet_pyradiomics()
     pykwalify_logger = logging.getLogger("pykwalify")
     previous = pykwalify_logger.level
     pykwalify_logger.setLevel(logging.CRITICAL)  # its own log repeats what we raise

@@ -1,0 +1,79 @@
+"""Configuration mistakes are reported before any work, naming the file, the key and what was expected."""
+
+from __future__ import annotations
+
+import pytest
+
+from radpipe.config import REPO_ROOT, load_datasets, load_recipe, resolve_dataset
+from radpipe.errors import ConfigError
+
+
+def write(tmp_path, name, text):
+    path = tmp_path / name
+    path.write_text(text)
+    return path
+
+
+def test_shipped_recipes_and_datasets_validate():
+    for name in ("demo", "busi", "sts_pet"):
+        recipe = load_recipe(REPO_ROOT / "pipelines" / f"{name}.yaml")
+        assert recipe.name == name
+        assert recipe.extract.pyradiomics_params()["setting"]["additionalInfo"] is False
+    assert {"busi", "sts_pet", "pyradiomics_samples"} <= set(load_datasets())
+
+
+def test_misspelt_recipe_key_names_file_and_key(tmp_path):
+    path = write(tmp_path, "r.yaml", "name: x\ndataset: d\nmodel:\n  outer_fold: 5\n")
+    with pytest.raises(ConfigError) as info:
+        load_recipe(path)
+    message = str(info.value)
+    assert str(path) in message and "model.outer_fold" in message and "unknown key" in message
+
+
+def test_misspelt_pyradiomics_setting_is_an_error(tmp_path):
+    path = write(tmp_path, "r.yaml", "name: x\ndataset: d\nextract:\n  setting:\n    binwidth: 25\n")
+    with pytest.raises(ConfigError) as info:
+        load_recipe(path)
+    assert "binwidth" in str(info.value) and str(path) in str(info.value)
+
+
+def test_unknown_feature_class_and_feature_are_errors(tmp_path):
+    path = write(tmp_path, "r.yaml", "name: x\ndataset: d\nextract:\n  featureClass:\n    glcmm: []\n")
+    with pytest.raises(ConfigError, match="unknown feature class 'glcmm'"):
+        load_recipe(path)
+    path = write(tmp_path, "r2.yaml", "name: x\ndataset: d\nextract:\n  featureClass:\n    glcm: [Contrastt]\n")
+    with pytest.raises(ConfigError, match="'Contrastt' is not a glcm feature"):
+        load_recipe(path)
+
+
+def test_params_file_in_pyradiomics_format_is_taken_unchanged(tmp_path):
+    params = write(tmp_path, "params.yaml", "setting:\n  binWidth: 5\nimageType:\n  LoG:\n    sigma: [1.0, 2.0]\n")
+    path = write(tmp_path, "r.yaml", f"name: x\ndataset: d\nextract:\n  params_file: {params.name}\n")
+    resolved = load_recipe(path).extract.pyradiomics_params()
+    assert resolved["setting"]["binWidth"] == 5
+    assert resolved["imageType"] == {"LoG": {"sigma": [1.0, 2.0]}}
+
+
+def test_invalid_yaml_reports_line(tmp_path):
+    path = write(tmp_path, "r.yaml", "name: x\ndataset: [unclosed\n")
+    with pytest.raises(ConfigError, match="line"):
+        load_recipe(path)
+
+
+def test_dataset_root_that_does_not_exist(tmp_path):
+    datasets = write(tmp_path, "datasets.yaml", "datasets:\n  gone:\n    root: /no/such/folder\n")
+    with pytest.raises(ConfigError) as info:
+        resolve_dataset("gone", datasets_file=datasets)
+    assert "datasets.gone.root" in str(info.value) and "does not exist" in str(info.value)
+
+
+def test_unknown_dataset_lists_known_ones(tmp_path):
+    datasets = write(tmp_path, "datasets.yaml", "datasets:\n  one:\n    root: .\n")
+    with pytest.raises(ConfigError, match=r"known: one"):
+        resolve_dataset("two", datasets_file=datasets)
+
+
+def test_misspelt_dataset_key(tmp_path):
+    datasets = write(tmp_path, "datasets.yaml", "datasets:\n  one:\n    root: .\n    label_colum: y\n")
+    with pytest.raises(ConfigError, match="datasets.one.label_colum"):
+        load_datasets(datasets)
