@@ -145,3 +145,20 @@ def test_second_run_into_same_folder_is_refused(tmp_path):
             output_lock(tmp_path)
     finally:
         lock.release()
+
+
+@pytest.mark.realdata
+def test_ibsi_ct_phantom_dicom_rtstruct_equals_nifti_pair(data_dir, tmp_path):
+    """The same phantom as DICOM series + RTSTRUCT and as NIfTI gives identical feature rows."""
+    root = data_dir / "ibsi" / "ct_phantom"
+    (tmp_path / "dicom.csv").write_text(
+        f"case_id,Image,Mask\nphantom,{root / 'dicom' / 'image'},{root / 'dicom' / 'rtstruct' / 'DCM_RS_00060.dcm'}\n")
+    (tmp_path / "nifti.csv").write_text(
+        f"case_id,Image,Mask\nphantom,{root / 'image.nii.gz'},{root / 'mask.nii.gz'}\n")
+    settings = ExtractSettings(roi_name="GTV-1", setting={"binWidth": 25},
+                               featureClass={"shape": [], "firstorder": [], "glcm": []})
+    from_dicom = extract_cohort(load_cohort(tmp_path / "dicom.csv"), settings, tmp_path / "a")
+    from_nifti = extract_cohort(load_cohort(tmp_path / "nifti.csv"), settings, tmp_path / "b")
+    assert from_dicom.n_failed == 0 and from_nifti.n_failed == 0
+    assert from_dicom.features.loc["phantom", "original_shape_VoxelVolume"] == pytest.approx(125256 * 0.977 * 0.977 * 3, rel=1e-3)
+    pd.testing.assert_frame_equal(from_dicom.features, from_nifti.features, rtol=1e-9)

@@ -115,7 +115,7 @@ def extract_case(case: CaseInput, settings: ExtractSettings) -> CaseResult:
 def _extract_case(case: CaseInput, settings: ExtractSettings) -> CaseResult:
     result = CaseResult(case.case_id)
     image, image_notes = io.read_image(case.image, spacing_2d=case.spacing_2d)
-    mask, mask_notes = io.read_mask(case.mask)
+    mask, mask_notes = read_case_mask(Path(case.mask), image, settings.roi_name)
     mask, fixes = qc.check_mask(image, mask, label=settings.label if settings.label is not None else case.label,
                                 min_voxels=settings.min_voxels, geometry_tolerance=settings.geometry_tolerance)
     for record in fixes:
@@ -156,6 +156,30 @@ def _extract_case(case: CaseInput, settings: ExtractSettings) -> CaseResult:
     if fixes:
         result.status = "fixed"
     return result
+
+
+def read_case_mask(path: Path, image: sitk.Image, roi_name: str | None) -> tuple[sitk.Image, list[str]]:
+    """A mask file, or a DICOM RTSTRUCT / SEG rasterised onto the case's image grid."""
+    modality = _dicom_modality(path) if path.is_file() else None
+    if modality in {"RTSTRUCT", "SEG"}:
+        from radpipe.extract import dicom
+
+        if modality == "RTSTRUCT":
+            if not roi_name:
+                raise CaseError(f"{path.name} is an RTSTRUCT: name the structure with extract.roi_name in the recipe")
+            return dicom.rasterise_rtstruct(path, image, roi=roi_name)
+        return dicom.read_dicom_seg(path, image, segment=roi_name)
+    return io.read_mask(path)
+
+
+def _dicom_modality(path: Path) -> str | None:
+    with open(path, "rb") as handle:
+        handle.seek(128)
+        if handle.read(4) != b"DICM":
+            return None
+    import pydicom
+
+    return str(pydicom.dcmread(path, stop_before_pixels=True, specific_tags=["Modality"]).get("Modality", ""))
 
 
 def _apply_mask_steps(mask: sitk.Image, image: sitk.Image, settings: ExtractSettings) -> sitk.Image:

@@ -39,6 +39,9 @@ class ExtractSettings(BaseModel):
         default_factory=dict, description="pyradiomics 'featureClass'; empty means every class."
     )
     label: int | None = Field(None, description="Mask label of the ROI; default the only non-zero label.")
+    roi_name: str | None = Field(
+        None, description="Structure name (or regex) to take from DICOM RTSTRUCT / SEG masks, e.g. 'GTV-1'."
+    )
     min_voxels: int = Field(10, description="Masks with fewer ROI voxels are rejected.")
     roi_mode: Literal["single", "per_label", "per_component"] = Field(
         "single", description="One ROI per case, one per mask label, or one per connected component (lesion)."
@@ -89,6 +92,7 @@ class ExtractSettings(BaseModel):
         payload = {
             "params": self.pyradiomics_params(),
             "label": self.label,
+            "roi_name": self.roi_name,
             "min_voxels": self.min_voxels,
             "roi_mode": self.roi_mode,
             "preprocessing": [step.model_dump(mode="json") for step in self.preprocessing],
