@@ -334,8 +334,8 @@ def tables_merge(
     debug: Debug = False,
 ) -> int:
     """Join feature tables from several runs or modalities on case_id, prefixing their columns."""
-    from radpipe.extract.tables import read_feature_table, write_csv
     from radpipe.errors import ConfigError
+    from radpipe.extract.tables import read_feature_table, write_csv
 
     names = [p.strip() for p in prefixes.split(",")] if prefixes else [f"t{i + 1}_" for i in range(len(tables))]
     if len(names) != len(tables):

@@ -19,7 +19,6 @@ from radpipe.errors import CaseError
 from radpipe.extract import io, preprocess, qc
 from radpipe.extract.settings import ExtractSettings
 
-
 # Feature classes in pyradiomics' documented order; used to sort columns stably.
 FEATURE_CLASS_ORDER = ("shape", "shape2D", "firstorder", "glcm", "glrlm", "glszm", "gldm", "ngtdm")
 
@@ -115,20 +114,29 @@ def extract_case(case: CaseInput, settings: ExtractSettings) -> CaseResult:
 def _extract_case(case: CaseInput, settings: ExtractSettings) -> CaseResult:
     result = CaseResult(case.case_id)
     image, image_notes = io.read_image(case.image, spacing_2d=case.spacing_2d)
-    mask, mask_notes = read_case_mask(Path(case.mask), image, settings.roi_name)
-    mask, fixes = qc.check_mask(image, mask, label=settings.label if settings.label is not None else case.label,
+    mask, mask_notes = read_case_mask(Path(case.mask), image, settings.roi_name, case.spacing_2d)
+    label = settings.label if settings.label is not None else case.label
+    split = settings.roi_mode != "single"
+    mask, fixes = qc.check_mask(image, mask, label=None if split else label, keep_labels=split,
                                 min_voxels=settings.min_voxels, geometry_tolerance=settings.geometry_tolerance)
+    masks = [(None, mask)]
+    # extra lesion masks are checked against the image as read, before any step changes its grid
+    for index, extra in enumerate(case.extra_masks, start=1):
+        extra_mask, _ = io.read_mask(extra, spacing_2d=case.spacing_2d)
+        extra_mask, extra_fixes = qc.check_mask(image, extra_mask, min_voxels=settings.min_voxels,
+                                                geometry_tolerance=settings.geometry_tolerance)
+        fixes += [qc.QCRecord(r.action, f"extra mask {Path(extra).name}: {r.reason}") for r in extra_fixes]
+        masks.append((f"extra_{index}", extra_mask))
     for record in fixes:
         result.qc.append(QCRow(case.case_id, "", "fixed", record.action, record.reason))
 
-    image, mask, prep_records = preprocess.apply_preprocessing(image, mask, settings.preprocessing)
+    original = image
+    image, mask, prep_records = preprocess.apply_preprocessing(original, mask, settings.preprocessing)
     rois = qc.split_rois(mask, settings.roi_mode, min_voxels=settings.min_voxels)
-    for index, extra in enumerate(case.extra_masks, start=1):
-        extra_mask, _ = io.read_mask(extra)
-        extra_mask, extra_fixes = qc.check_mask(image, extra_mask, min_voxels=settings.min_voxels,
-                                                geometry_tolerance=settings.geometry_tolerance)
-        extra_mask = _apply_mask_steps(extra_mask, image, settings)
-        rois.append((f"extra_{index}", extra_mask))
+    for roi_name, extra_mask in masks[1:]:
+        if settings.preprocessing:
+            _, extra_mask, _ = preprocess.apply_preprocessing(original, extra_mask, settings.preprocessing)
+        rois.append((roi_name, extra_mask))
 
     params = settings.pyradiomics_params()
     notes = image_notes + mask_notes
@@ -158,7 +166,8 @@ def _extract_case(case: CaseInput, settings: ExtractSettings) -> CaseResult:
     return result
 
 
-def read_case_mask(path: Path, image: sitk.Image, roi_name: str | None) -> tuple[sitk.Image, list[str]]:
+def read_case_mask(path: Path, image: sitk.Image, roi_name: str | None,
+                   spacing_2d: tuple[float, float] | None = None) -> tuple[sitk.Image, list[str]]:
     """A mask file, or a DICOM RTSTRUCT / SEG rasterised onto the case's image grid."""
     modality = _dicom_modality(path) if path.is_file() else None
     if modality in {"RTSTRUCT", "SEG"}:
@@ -169,7 +178,7 @@ def read_case_mask(path: Path, image: sitk.Image, roi_name: str | None) -> tuple
                 raise CaseError(f"{path.name} is an RTSTRUCT: name the structure with extract.roi_name in the recipe")
             return dicom.rasterise_rtstruct(path, image, roi=roi_name)
         return dicom.read_dicom_seg(path, image, segment=roi_name)
-    return io.read_mask(path)
+    return io.read_mask(path, spacing_2d=spacing_2d)
 
 
 def _dicom_modality(path: Path) -> str | None:
@@ -180,14 +189,6 @@ def _dicom_modality(path: Path) -> str | None:
     import pydicom
 
     return str(pydicom.dcmread(path, stop_before_pixels=True, specific_tags=["Modality"]).get("Modality", ""))
-
-
-def _apply_mask_steps(mask: sitk.Image, image: sitk.Image, settings: ExtractSettings) -> sitk.Image:
-    """Extra lesion masks follow the primary mask through the geometry-changing steps."""
-    if not settings.preprocessing:
-        return mask
-    _, mask, _ = preprocess.apply_preprocessing(image, mask, settings.preprocessing)
-    return mask
 
 
 def _to_float(value: Any) -> float:

@@ -1,6 +1,7 @@
 """pyradiomics feature names → IBSI feature codes, for the codebook.
 
-The mapping lives in ``data/ibsi_codes.csv`` (columns ``feature_class, feature, ibsi_code, ibsi_name``)
+The mapping lives in ``data/ibsi_codes.csv`` (columns ``feature_class, feature, ibsi_code, ibsi_name, ibsi_note``; the note says where
+pyradiomics' definition differs from IBSI's or why a feature has no code)
 so it can be reviewed as a table.
 """
 
