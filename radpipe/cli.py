@@ -1,7 +1,8 @@
 """The ``radpipe`` command line: one thin function per command, wiring only.
 
-Exit codes: 0 all went well; 1 some cases failed (see qc.csv); 2 usage or configuration error
-(nothing was computed); 3 radpipe itself failed (a bug: rerun with --debug and report it).
+Exit codes: 0 all went well; 1 some cases failed (see qc.csv); 2 usage or configuration error, or
+an input refused outright such as a tampered model (nothing was computed); 3 radpipe itself failed
+(a bug: rerun with --debug and report it).
 """
 
 from __future__ import annotations
@@ -40,21 +41,16 @@ def guarded(command):
 
     @functools.wraps(command)
     def wrapper(*args, **kwargs):
-        from radpipe.errors import ConfigError, RadpipeError
+        from radpipe.errors import RadpipeError
 
         debug = kwargs.get("debug", False)
         try:
             code = command(*args, **kwargs)
-        except ConfigError as exc:
+        except RadpipeError as exc:  # refused input (e.g. a tampered model): nothing was computed
             if debug:
                 raise
             error(str(exc))
             raise typer.Exit(EXIT_CONFIG) from None
-        except RadpipeError as exc:
-            if debug:
-                raise
-            error(str(exc))
-            raise typer.Exit(EXIT_CASES_FAILED) from None
         except (typer.Exit, KeyboardInterrupt):
             raise
         except Exception as exc:
