@@ -130,7 +130,12 @@ def test_tables_long_parquet_codebook_agree(tmp_path):
     assert row["value"].item() == wide.set_index("case_id").loc["case01", "original_glcm_Contrast"]
     codebook = pd.read_csv(tmp_path / "out" / "codebook.csv")
     assert list(codebook["column"]) == list(wide.columns[1:])
-    assert codebook.set_index("column").loc["original_shape_Sphericity", "family"] == "shape"
+    book = codebook.set_index("column")
+    assert book.loc["original_shape_Sphericity", "family"] == "shape"
+    assert book.loc["original_glcm_Contrast", "ibsi_code"] == "ACUI"
+    assert book.loc["original_firstorder_Kurtosis", "ibsi_note"].startswith("differs")
+    assert book.loc["original_glcm_Contrast", "discretisation"] == "binWidth=25"
+    assert book["description"].str.len().gt(0).mean() > 0.9
     raw = (tmp_path / "out" / "features.csv").read_bytes()
     assert not raw.startswith(b"\xef\xbb\xbf") and b"\r\n" not in raw
 

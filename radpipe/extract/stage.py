@@ -72,7 +72,7 @@ def extract_cohort(cohort: Cohort, settings: ExtractSettings, out_dir: str | Pat
         cache = ResultCache(Path(cache_dir) if cache_dir else out_dir / ".cache")
         summary = run_cases(items, settings, cache, jobs=jobs, scheduler=scheduler, on_result=on_result)
         problem_rows = [
-            {"case_id": p.case_id, "roi": "", "status": "failed", "action": "not_paired", "reason": p.reason}
+            {"case_id": p.case_id, "roi": "", "status": p.status, "action": p.action, "reason": p.reason}
             for p in cohort.problems
         ]
         wide = tables.feature_table(summary.results)
@@ -85,9 +85,9 @@ def extract_cohort(cohort: Cohort, settings: ExtractSettings, out_dir: str | Pat
             tables.write_csv(tables.long_table(wide), out_dir / "features_long.csv")
         if "parquet" in formats:
             tables.write_parquet(wide, out_dir / "features.parquet")
-        from radpipe.extract.ibsi import ibsi_codes
+        from radpipe.extract.ibsi import ibsi_table
 
-        tables.write_csv(tables.codebook_table(list(wide.columns), params, ibsi_codes(), prep),
+        tables.write_csv(tables.codebook_table(list(wide.columns), params, ibsi_table(), prep),
                          out_dir / "codebook.csv")
         tables.write_csv(tables.diagnostics_table(summary.results), out_dir / "diagnostics.csv")
         tables.write_csv(qc, out_dir / "qc.csv")

@@ -87,7 +87,7 @@ def _feature_docs() -> dict[tuple[str, str], str]:
     return docs
 
 
-def codebook_table(columns: list[str], params: dict, ibsi_codes: dict[tuple[str, str], str] | None = None,
+def codebook_table(columns: list[str], params: dict, ibsi: pd.DataFrame | None = None,
                    preprocessing: str = "") -> pd.DataFrame:
     """One row per feature column: what it is and the settings that produced it."""
     setting = params.get("setting", {})
@@ -107,13 +107,21 @@ def codebook_table(columns: list[str], params: dict, ibsi_codes: dict[tuple[str,
             "feature": feature,
             "family": family,
             "description": _feature_docs().get((feature_class, feature), ""),
-            "ibsi_code": (ibsi_codes or {}).get((feature_class, feature), ""),
+            "ibsi_code": _lookup(ibsi, feature_class, feature, "ibsi_code"),
+            "ibsi_name": _lookup(ibsi, feature_class, feature, "ibsi_name"),
+            "ibsi_note": _lookup(ibsi, feature_class, feature, "ibsi_note"),
             "discretisation": "" if family == "shape" else discretisation,
             "resampling": str(setting.get("resampledPixelSpacing") or "none"),
             "normalisation": "normalize" if setting.get("normalize") else "none",
             "preprocessing": preprocessing,
         })
     return pd.DataFrame(rows)
+
+
+def _lookup(ibsi: pd.DataFrame | None, feature_class: str, feature: str, column: str) -> str:
+    if ibsi is None or (feature_class, feature) not in ibsi.index:
+        return ""
+    return ibsi.loc[(feature_class, feature), column]
 
 
 def to_csv_bytes(table: pd.DataFrame) -> bytes:
