@@ -167,3 +167,26 @@ def test_ibsi_ct_phantom_dicom_rtstruct_equals_nifti_pair(data_dir, tmp_path):
     assert from_dicom.n_failed == 0 and from_nifti.n_failed == 0
     assert from_dicom.features.loc["phantom", "original_shape_VoxelVolume"] == pytest.approx(125256 * 0.977 * 0.977 * 3, rel=1e-3)
     pd.testing.assert_frame_equal(from_dicom.features, from_nifti.features, rtol=1e-9)
+
+
+@pytest.mark.realdata
+def test_busi_extra_lesion_masks_give_one_row_per_roi_and_aggregate(data_dir, tmp_path):
+    from radpipe.config import REPO_ROOT
+    from radpipe.extract.tables import aggregate_rois
+
+    settings = ExtractSettings(params_file=REPO_ROOT / "pipelines" / "params" / "ultrasound_2d.yaml",
+                               extra_masks="masks_extra/{case_id}_*.png")
+    cohort = load_cohort("busi").subset(["busi_0046", "busi_0125", "busi_0001"])
+    result = extract_cohort(cohort, settings, tmp_path)
+    table = result.features
+    assert table.loc["busi_0125", "roi"].tolist() == ["roi", "extra_1", "extra_2"]
+    assert table.loc["busi_0046", "roi"].tolist() == ["roi", "extra_1"]
+    assert table.loc[["busi_0001"], "roi"].tolist() == ["roi"]
+    area = "original_shape2D_PixelSurface"
+    largest = aggregate_rois(table, "largest")
+    assert list(largest.index) == ["busi_0001", "busi_0046", "busi_0125"]
+    assert largest.loc["busi_0125", area] == table.loc["busi_0125", area].max()
+    weighted = aggregate_rois(table, "volume_weighted_mean")
+    rows = table.loc["busi_0125"]
+    expected = (rows["original_firstorder_Mean"] * rows[area]).sum() / rows[area].sum()
+    assert weighted.loc["busi_0125", "original_firstorder_Mean"] == pytest.approx(expected, rel=1e-12)
