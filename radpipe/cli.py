@@ -317,8 +317,9 @@ def validate(
     cohort = load_cohort(spec.dataset, relative_to=recipe.resolve().parent)
     console.print(f"[green]ok[/]: {recipe} is valid; {cohort!r}")
     for problem in cohort.problems:
-        console.print(f"  [yellow]{problem.case_id}[/]: {problem.reason}")
-    return EXIT_CASES_FAILED if cohort.problems else EXIT_OK
+        colour = "red" if problem.status == "failed" else "yellow"
+        console.print(f"  [{colour}]{problem.case_id}[/] ({problem.action}): {problem.reason}")
+    return EXIT_CASES_FAILED if any(p.status == "failed" for p in cohort.problems) else EXIT_OK
 
 
 @tables_app.command("merge")

@@ -43,10 +43,17 @@ class Case:
 
 @dataclass(frozen=True)
 class CaseProblem:
-    """A case that discovery could not pair up; it goes to the QC ledger as failed."""
+    """A problem found by discovery; it goes to the QC ledger as it stands.
+
+    Files that cannot be paired are ``failed`` (``not_paired``). A label that cannot be used (no row in the
+    labels file, a missing-value marker, a class no other case has) leaves the case ``fixed``: its features are
+    extracted, but it has no label, so modelling leaves it out (``no_label``, ``unknown_label``).
+    """
 
     case_id: str
     reason: str
+    status: str = "failed"
+    action: str = "not_paired"
 
 
 @dataclass
@@ -132,6 +139,9 @@ def discover(name: str, spec: DatasetSpec) -> Cohort:
                 pairs[case_id] = (images[case_id], masks[case_id])
 
     clinical = _read_labels(spec, problems)
+    has_labels = not clinical.empty and spec.label_column in clinical.columns
+    unusable = _unusable_labels(clinical, spec) if has_labels else {}
+    duplicated = {problem.case_id for problem in problems}
     cases = []
     for case_id, (image, mask) in sorted(pairs.items()):
         label = group = None
@@ -139,6 +149,11 @@ def discover(name: str, spec: DatasetSpec) -> Cohort:
             row = clinical.loc[case_id]
             label = _clean(row.get(spec.label_column))
             group = _clean(row.get(spec.group_column)) if spec.group_column else None
+        if has_labels and case_id not in duplicated:
+            problem = _label_problem(case_id, label, case_id in clinical.index, unusable, spec)
+            if problem:
+                problems.append(problem)
+                label = None
         cases.append(Case(case_id, image, mask, label, group))
 
     if not clinical.empty:
@@ -147,6 +162,53 @@ def discover(name: str, spec: DatasetSpec) -> Cohort:
             if case_id not in known:
                 problems.append(CaseProblem(case_id, f"labels file names case '{case_id}' but no image or mask was found for it"))
     return Cohort(name, spec, cases, clinical, problems)
+
+
+#: Cell values that mean "not known" in spreadsheets; they are read as a missing label, never as a class.
+MISSING_LABELS = frozenset({"na", "n/a", "nan", "null", "none", "?", "-", "unknown", "missing", "#n/a"})
+
+
+def _unusable_labels(clinical: pd.DataFrame, spec: DatasetSpec) -> dict[str, str]:
+    """Label values that are not a class of this cohort, each with why.
+
+    A value held by one case only, while the other classes have several cases each, is taken for a typo: a
+    one-case class cannot be cross-validated. With ``positive_class`` set the outcome is binary, so any value
+    beyond the positive class and the most common other value is unknown too.
+    """
+    values = clinical[spec.label_column].map(_clean).dropna()
+    values = values[~values.str.lower().isin(MISSING_LABELS)]
+    counts = values.value_counts()
+    unusable: dict[str, str] = {}
+    for value, count in counts.items():
+        others = counts.drop(value)
+        if count == 1 and len(others) >= 2 and (others >= 2).all():
+            unusable[value] = "no other case has this label"
+    if spec.positive_class and spec.positive_class in counts.index:
+        negatives = counts.drop(spec.positive_class)
+        for value in negatives.index[1:]:
+            unusable.setdefault(value, f"the outcome is binary (positive class '{spec.positive_class}')")
+    if unusable:
+        classes = ", ".join(sorted(v for v in counts.index if v not in unusable))
+        unusable = {value: f"{why}; the cohort's classes are {classes}" for value, why in unusable.items()}
+    return unusable
+
+
+def _label_problem(case_id: str, label: str | None, listed: bool, unusable: dict[str, str],
+                   spec: DatasetSpec) -> CaseProblem | None:
+    file = spec.labels or "labels file"
+    left_out = "its features are extracted, but modelling leaves it out"
+    if not listed:
+        return CaseProblem(case_id, f"no row in {file} for case '{case_id}': {left_out}", "fixed", "no_label")
+    if label is None:
+        return CaseProblem(case_id, f"{file} has an empty '{spec.label_column}' for case '{case_id}': "
+                           f"{left_out}", "fixed", "no_label")
+    if label.lower() in MISSING_LABELS:
+        return CaseProblem(case_id, f"{file} gives '{label}' as the {spec.label_column} of case '{case_id}', "
+                           f"read as a missing label: {left_out}", "fixed", "no_label")
+    if label in unusable:
+        return CaseProblem(case_id, f"{file} gives the unknown {spec.label_column} '{label}' for case "
+                           f"'{case_id}' ({unusable[label]}); is it a typo? {left_out}", "fixed", "unknown_label")
+    return None
 
 
 def _clean(value) -> str | None:

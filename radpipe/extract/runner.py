@@ -107,6 +107,14 @@ class ResultCache:
         except (ValueError, KeyError, TypeError):
             return None  # a damaged entry is recomputed, not trusted
 
+    def remove_leftovers(self) -> int:
+        """Delete temporary files left by a run killed while writing an entry; they are never read as entries.
+        Call only while holding the output folder's lock, for a cache no other run shares."""
+        leftovers = list(self.folder.glob("*/.*.tmp"))
+        for path in leftovers:
+            path.unlink(missing_ok=True)
+        return len(leftovers)
+
     def put(self, key: str, result: CaseResult) -> None:
         if result.cacheable:
             # key order is kept: it is the feature column order of the tables
@@ -124,6 +132,8 @@ def run_cases(items: list[CaseInput], settings: ExtractSettings, cache: ResultCa
     todo = []
     for item in items:
         hit = cache.get(keys[item.case_id]) if cache else None
+        if hit is not None and hit.case_id != item.case_id:
+            hit = None  # an entry edited or copied by hand: recompute rather than mislabel a case
         if hit is not None:
             by_id[item.case_id] = hit
             summary.cached += 1

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -49,6 +50,31 @@ def output_lock(out_dir: Path, wait_seconds: float = 0.0) -> FileLock:
     return lock
 
 
+def reject_odd_dimensions(summary: RunSummary) -> list[str]:
+    """Fail the cases whose image dimension (2D/3D) differs from most of the cohort's; return their ids.
+
+    A PNG dropped among NIfTI volumes gives shape2D instead of shape features: its row is not comparable with
+    the others, and its columns would add empty cells to every other row. Ties keep 3D.
+    """
+    dimensions = {result.case_id: int(result.diagnostics[0]["dimension"]) for result in summary.results
+                  if result.status != "failed" and result.diagnostics and "dimension" in result.diagnostics[0]}
+    counts = Counter(dimensions.values())
+    if len(counts) < 2:
+        return []
+    majority = max(counts, key=lambda d: (counts[d], d))
+    odd = sorted(case_id for case_id, d in dimensions.items() if d != majority)
+    for index, result in enumerate(summary.results):
+        if result.case_id in odd:
+            summary.results[index] = CaseResult.failure(
+                result.case_id,
+                f"{dimensions[result.case_id]}D image in a cohort of {majority}D images "
+                f"({counts[majority]} of {len(dimensions)} cases): its features are not comparable with the "
+                f"others'; extract it in a cohort of its own", action="rejected")
+    summary.failed = sum(r.status == "failed" for r in summary.results)
+    summary.fixed = sum(r.status == "fixed" for r in summary.results)
+    return odd
+
+
 def extract_cohort(cohort: Cohort, settings: ExtractSettings, out_dir: str | Path, *, jobs: int = 1,
                    scheduler: str | None = None, cache_dir: str | Path | None = None,
                    formats: tuple[str, ...] = FORMATS,
@@ -70,7 +96,14 @@ def extract_cohort(cohort: Cohort, settings: ExtractSettings, out_dir: str | Pat
     try:
         items = case_inputs(cohort, settings)
         cache = ResultCache(Path(cache_dir) if cache_dir else out_dir / ".cache")
+        # a killed run can leave temporary files behind (never half tables: writes are atomic); the lock
+        # guarantees no other run is writing here now. A shared --cache-dir is left alone.
+        for leftover in out_dir.glob(".*.tmp"):
+            leftover.unlink(missing_ok=True)
+        if not cache_dir:
+            cache.remove_leftovers()
         summary = run_cases(items, settings, cache, jobs=jobs, scheduler=scheduler, on_result=on_result)
+        reject_odd_dimensions(summary)
         problem_rows = [
             {"case_id": p.case_id, "roi": "", "status": p.status, "action": p.action, "reason": p.reason}
             for p in cohort.problems

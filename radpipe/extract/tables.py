@@ -54,10 +54,9 @@ def long_table(wide: pd.DataFrame) -> pd.DataFrame:
         return pd.DataFrame(columns=LONG_COLUMNS)
     frame = wide if "roi" in wide.columns else wide.assign(roi="roi")
     long = frame.melt(id_vars=["case_id", "roi"], var_name="column", value_name="value")
-    parts = long["column"].map(split_feature_name)
-    long["image_type"] = parts.str[0]
-    long["feature_class"] = parts.str[1]
-    long["feature"] = parts.str[2]
+    names = {column: split_feature_name(column) for column in frame.columns if column not in ID_COLUMNS}
+    for position, part in enumerate(("image_type", "feature_class", "feature")):  # split each name once
+        long[part] = long["column"].map({column: pieces[position] for column, pieces in names.items()})
     return long[LONG_COLUMNS]
 
 
