@@ -14,6 +14,7 @@ $(STAMP): setup.cfg pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -e ".[dev]"
+	$(BIN)/python -m ipykernel install --sys-prefix --name python3 >/dev/null
 	touch $(STAMP)
 
 install: $(STAMP)
@@ -31,7 +32,7 @@ bench: $(STAMP)
 	$(BIN)/python -m pytest -q -s -m bench tests/benchmarks
 
 lint: $(STAMP)
-	$(BIN)/ruff check radpipe tests
+	$(BIN)/ruff check radpipe tests notebooks
 
 clean:
 	rm -rf $(VENV) demo_out *.egg-info .pytest_cache

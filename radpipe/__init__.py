@@ -32,6 +32,8 @@ _EXPORTS = {
     "load_model": "radpipe.model.persist",
     "save_model": "radpipe.model.persist",
     "explain": "radpipe.explain.report",
+    "RadiomicsFeatures": "radpipe._radiomics_features",
+    "cohort_paths": "radpipe._radiomics_features",
 }
 
 __all__ = sorted(_EXPORTS) + ["__version__"]

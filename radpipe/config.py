@@ -160,15 +160,21 @@ def load_recipe(path: str | Path) -> Recipe:
 
 def resolve_dataset(name_or_path: str, *, datasets_file: str | Path | None = None,
                     relative_to: Path | None = None) -> tuple[str, DatasetSpec]:
-    """A dataset name from datasets.yaml, or a folder laid out as images/, masks/, labels.csv."""
-    candidate = Path(name_or_path)
-    if relative_to is not None and not candidate.is_absolute() and not candidate.exists():
-        candidate = relative_to / candidate
-    if candidate.is_dir():
-        return candidate.name, DatasetSpec(root=candidate.resolve())
-    if candidate.suffix.lower() == ".csv" and candidate.is_file():
-        return candidate.stem, DatasetSpec(root=candidate.parent.resolve(), layout="pyradiomics_csv",
-                                           batch_csv=candidate.name, labels=None)
+    """A dataset name from datasets.yaml, a cohort folder (images/, masks/, labels.csv) or a batch CSV.
+
+    A bare name that datasets.yaml knows is that dataset, even when a folder of that name happens to
+    be in the working directory (write ``./busi`` for the folder).
+    """
+    is_bare_name = "/" not in name_or_path and "\\" not in name_or_path and Path(name_or_path).suffix == ""
+    if not (is_bare_name and name_or_path in _known_dataset_names(datasets_file)):
+        candidate = Path(name_or_path)
+        if relative_to is not None and not candidate.is_absolute() and not candidate.exists():
+            candidate = relative_to / candidate
+        if candidate.is_dir():
+            return candidate.name, DatasetSpec(root=candidate.resolve())
+        if candidate.suffix.lower() == ".csv" and candidate.is_file():
+            return candidate.stem, DatasetSpec(root=candidate.parent.resolve(), layout="pyradiomics_csv",
+                                               batch_csv=candidate.name, labels=None)
     datasets = load_datasets(datasets_file)
     if name_or_path not in datasets:
         known = ", ".join(sorted(datasets)) or "none"
@@ -183,6 +189,11 @@ def resolve_dataset(name_or_path: str, *, datasets_file: str | Path | None = Non
             file=str(Path(datasets_file or DEFAULT_DATASETS_FILE)), key=f"datasets.{name_or_path}.root",
         )
     return name_or_path, spec
+
+
+def _known_dataset_names(datasets_file: str | Path | None) -> set[str]:
+    path = Path(datasets_file) if datasets_file else DEFAULT_DATASETS_FILE
+    return set(load_datasets(path)) if path.exists() else set()
 
 
 def _expand_in(value: Any) -> Any:
