@@ -34,6 +34,9 @@ EXIT_OK, EXIT_CASES_FAILED, EXIT_CONFIG, EXIT_BUG = 0, 1, 2, 3
 
 Jobs = Annotated[int, typer.Option("--jobs", "-j", min=1, help="Parallel worker processes.")]
 Debug = Annotated[bool, typer.Option("--debug", help="Show full tracebacks.")]
+Pseudonymise = Annotated[Path | None, typer.Option(
+    "--pseudonymise", help="Replace case ids in every output by stable hashed ids; the key (secret + mapping) "
+    "is written to this file, which you keep apart from the outputs.")]
 
 
 def guarded(command):
@@ -84,6 +87,7 @@ def extract(
     scheduler: Annotated[str | None, typer.Option(help="Dask scheduler address (tcp://host:8786) or 'local'.")] = None,
     format: Annotated[str, typer.Option("--format", help="Table formats: csv, parquet or both.")] = "csv,parquet",
     cache_dir: Annotated[Path | None, typer.Option(help="Share a result cache between runs (default OUT/.cache).")] = None,
+    pseudonymise: Pseudonymise = None,
     debug: Debug = False,
 ) -> int:
     """Extract pyradiomics features for every case of a cohort.
@@ -104,7 +108,7 @@ def extract(
     cohort = load_cohort(dataset, relative_to=base)
     formats = tuple(part.strip() for part in format.split(",") if part.strip())
     result = extract_with_progress(cohort, settings, out, jobs=jobs, scheduler=scheduler, formats=formats,
-                                   cache_dir=cache_dir)
+                                   cache_dir=cache_dir, pseudonymise=pseudonymise)
     return EXIT_CASES_FAILED if result.n_failed else EXIT_OK
 
 
@@ -208,6 +212,7 @@ def run(
     jobs: Jobs = 1,
     scheduler: Annotated[str | None, typer.Option(help="Dask scheduler address or 'local' for extraction.")] = None,
     no_explain: Annotated[bool, typer.Option("--no-explain", help="Stop after the model stage.")] = False,
+    pseudonymise: Pseudonymise = None,
     debug: Debug = False,
 ) -> int:
     """Run a recipe end to end: extract → train → explain."""
@@ -215,7 +220,8 @@ def run(
     from radpipe.pipeline import run_recipe
 
     spec = load_recipe(recipe)
-    result = run_recipe(spec, recipe.resolve().parent, out, jobs=jobs, scheduler=scheduler, explain=not no_explain)
+    result = run_recipe(spec, recipe.resolve().parent, out, jobs=jobs, scheduler=scheduler, explain=not no_explain,
+                        pseudonymise=pseudonymise)
     if result.explain_dir:
         console.print(f"cohort report: [bold]{result.explain_dir / 'cohort.html'}[/]")
     return EXIT_CASES_FAILED if result.n_failed else EXIT_OK

@@ -19,6 +19,7 @@ from radpipe.console import console, progress_bar, summary_table
 from radpipe.errors import ConfigError
 from radpipe.extract.stage import ExtractResult, extract_cohort
 from radpipe.extract.tables import aggregate_rois, read_feature_table
+from radpipe.pseudonym import Pseudonymiser
 
 
 @dataclass
@@ -36,7 +37,8 @@ class RunResult:
 
 def extract_with_progress(cohort: Cohort, recipe_extract, out_dir: Path, *, jobs: int = 1,
                           scheduler: str | None = None, formats=("csv", "parquet"),
-                          cache_dir: Path | None = None, quiet: bool = False) -> ExtractResult:
+                          cache_dir: Path | None = None, pseudonymise: Path | None = None,
+                          quiet: bool = False) -> ExtractResult:
     """extract_cohort with a progress bar and the closing summary table."""
     with progress_bar(f"extract {cohort.name}", len(cohort.cases)) as advance:
         def on_result(result, cached):
@@ -44,7 +46,8 @@ def extract_with_progress(cohort: Cohort, recipe_extract, out_dir: Path, *, jobs
                     + (" [red]failed[/]" if result.status == "failed" else ""))
 
         result = extract_cohort(cohort, recipe_extract, out_dir, jobs=jobs, scheduler=scheduler,
-                                formats=formats, cache_dir=cache_dir, on_result=on_result)
+                                formats=formats, cache_dir=cache_dir, pseudonymise=pseudonymise,
+                                on_result=on_result)
     if not quiet:
         s = result.summary
         rate = s.computed / s.wall_seconds if s.wall_seconds and s.computed else 0.0
@@ -98,25 +101,35 @@ def explain_from_folder(model_dir: Path, X: pd.DataFrame, out_dir: Path, *, labe
 
 
 def run_recipe(recipe: Recipe, recipe_dir: Path, out_dir: str | Path, *, jobs: int = 1,
-               scheduler: str | None = None, explain: bool = True) -> RunResult:
-    """Run all three stages of ``recipe`` into ``out_dir`` (features/, models/, explain/)."""
+               scheduler: str | None = None, explain: bool = True,
+               pseudonymise: Path | None = None) -> RunResult:
+    """Run all three stages of ``recipe`` into ``out_dir`` (features/, models/, explain/).
+
+    With ``pseudonymise=KEY_FILE`` every output carries hashed case ids (see radpipe.pseudonym).
+    """
     out_dir = Path(out_dir)
     cohort = load_cohort(recipe.dataset, relative_to=recipe_dir)
     external_cohorts = {name: load_cohort(name, relative_to=recipe_dir) for name in recipe.external}
 
-    extracted = extract_with_progress(cohort, recipe.extract, out_dir / "features", jobs=jobs, scheduler=scheduler)
+    extracted = extract_with_progress(cohort, recipe.extract, out_dir / "features", jobs=jobs, scheduler=scheduler,
+                                      pseudonymise=pseudonymise)
     external_results = {
-        name: extract_with_progress(ext, recipe.extract, out_dir / f"features_{name}", jobs=jobs, scheduler=scheduler)
+        name: extract_with_progress(ext, recipe.extract, out_dir / f"features_{name}", jobs=jobs,
+                                    scheduler=scheduler, pseudonymise=pseudonymise)
         for name, ext in external_cohorts.items()
     }
+    rename = Pseudonymiser(pseudonymise) if pseudonymise else (lambda case_id: case_id)
+
+    def keyed(series: pd.Series | None) -> pd.Series | None:
+        return None if series is None else series.rename(index=rename).rename_axis("case_id")
 
     X = modelling_table(read_feature_table(out_dir / "features" / "features.csv"), recipe.extract.aggregate)
-    X, y = labelled(X, cohort.labels)
-    groups = cohort.groups.loc[X.index] if cohort.groups is not None else None
+    X, y = labelled(X, keyed(cohort.labels))
+    groups = keyed(cohort.groups).loc[X.index] if cohort.groups is not None else None
     external = {}
     for name, result in external_results.items():
         ext_X = modelling_table(read_feature_table(result.out_dir / "features.csv"), recipe.extract.aggregate)
-        external[name] = labelled(ext_X, external_cohorts[name].labels)
+        external[name] = labelled(ext_X, keyed(external_cohorts[name].labels))
     settings = recipe.model
     if settings.positive_class is None and cohort.spec.positive_class:
         settings = settings.model_copy(update={"positive_class": cohort.spec.positive_class})
@@ -130,7 +143,7 @@ def run_recipe(recipe: Recipe, recipe_dir: Path, out_dir: str | Path, *, jobs: i
     explain_dir = None
     if explain:
         explain_dir = out_dir / "explain"
-        images = {case.case_id: (case.image, case.mask) for case in cohort.cases}
+        images = {rename(case.case_id): (case.image, case.mask) for case in cohort.cases}
         explain_from_folder(out_dir / "models", X, explain_dir, labels=y, images=images,
                             settings=recipe.explain, jobs=jobs)
     atomic_write_text(out_dir / "manifest.json", json.dumps({

@@ -20,6 +20,7 @@ from radpipe.extract import tables
 from radpipe.extract.features import CaseResult
 from radpipe.extract.runner import ResultCache, RunSummary, case_inputs, run_cases
 from radpipe.extract.settings import ExtractSettings
+from radpipe.pseudonym import Pseudonymiser
 
 FORMATS = ("csv", "parquet")
 
@@ -77,7 +78,7 @@ def reject_odd_dimensions(summary: RunSummary) -> list[str]:
 
 def extract_cohort(cohort: Cohort, settings: ExtractSettings, out_dir: str | Path, *, jobs: int = 1,
                    scheduler: str | None = None, cache_dir: str | Path | None = None,
-                   formats: tuple[str, ...] = FORMATS,
+                   formats: tuple[str, ...] = FORMATS, pseudonymise: str | Path | None = None,
                    on_result: Callable[[CaseResult, bool], None] | None = None) -> ExtractResult:
     """Extract every case of ``cohort`` and write the tables into ``out_dir``.
 
@@ -85,6 +86,10 @@ def extract_cohort(cohort: Cohort, settings: ExtractSettings, out_dir: str | Pat
     ``diagnostics.csv``, ``qc.csv`` and ``manifest.json``. Finished cases are cached under
     ``out_dir/.cache`` (or ``cache_dir``), so rerunning after a crash or after adding cases only
     computes what is new.
+
+    With ``pseudonymise=KEY_FILE`` every case id in the outputs is replaced by a stable hashed id
+    (the key file holds the secret and the mapping), file names are left out of diagnostics.csv,
+    and the cache, which knows the real ids, is kept beside the key file instead of in ``out_dir``.
     """
     out_dir = Path(out_dir)
     unknown = set(formats) - set(FORMATS)
@@ -95,6 +100,9 @@ def extract_cohort(cohort: Cohort, settings: ExtractSettings, out_dir: str | Pat
     lock = output_lock(out_dir)
     try:
         items = case_inputs(cohort, settings)
+        pseudonyms = Pseudonymiser(pseudonymise) if pseudonymise else None
+        if pseudonyms and not cache_dir:
+            cache_dir = Path(f"{pseudonymise}.cache")
         cache = ResultCache(Path(cache_dir) if cache_dir else out_dir / ".cache")
         # a killed run can leave temporary files behind (never half tables: writes are atomic); the lock
         # guarantees no other run is writing here now. A shared --cache-dir is left alone.
@@ -110,6 +118,16 @@ def extract_cohort(cohort: Cohort, settings: ExtractSettings, out_dir: str | Pat
         ]
         wide = tables.feature_table(summary.results)
         qc = tables.qc_table(summary.results, problem_rows)
+        diagnostics = tables.diagnostics_table(summary.results)
+        inputs = {item.case_id: {"image_sha256": item.image_sha256, "mask_sha256": item.mask_sha256}
+                  for item in items}
+        if pseudonyms:
+            wide = pseudonyms.table(wide)
+            qc = pseudonyms.table(qc, text_columns=("reason",))
+            diagnostics = pseudonyms.table(diagnostics.drop(columns=["image_file", "mask_file"], errors="ignore"),
+                                           text_columns=("conversions",))
+            inputs = {pseudonyms(case_id): hashes for case_id, hashes in inputs.items()}
+            pseudonyms.save()
         params = settings.pyradiomics_params()
         prep = "; ".join(step.step for step in settings.preprocessing) or "none"
 
@@ -122,7 +140,7 @@ def extract_cohort(cohort: Cohort, settings: ExtractSettings, out_dir: str | Pat
 
         tables.write_csv(tables.codebook_table(list(wide.columns), params, ibsi_table(), prep),
                          out_dir / "codebook.csv")
-        tables.write_csv(tables.diagnostics_table(summary.results), out_dir / "diagnostics.csv")
+        tables.write_csv(diagnostics, out_dir / "diagnostics.csv")
         tables.write_csv(qc, out_dir / "qc.csv")
         manifest = {
             "stage": "extract",
@@ -135,8 +153,8 @@ def extract_cohort(cohort: Cohort, settings: ExtractSettings, out_dir: str | Pat
             "fixed": summary.fixed,
             "settings": json.loads(settings.model_dump_json()),
             "pyradiomics_params": params,
-            "inputs": {item.case_id: {"image_sha256": item.image_sha256, "mask_sha256": item.mask_sha256}
-                       for item in items},
+            "pseudonymised": bool(pseudonyms),
+            "inputs": inputs,
             "versions": software_versions(),
             "started": started.isoformat(timespec="seconds"),
             "finished": datetime.now(UTC).isoformat(timespec="seconds"),
