@@ -144,12 +144,14 @@ def _extract_case(case: CaseInput, settings: ExtractSettings) -> CaseResult:
         params["setting"]["force2D"] = True
         notes.append("2D image: extracted with force2D")
     extractor = build_extractor(params)
-    filtered = any(name != "Original" for name in params["imageType"])
+    # Crop to the ROI box plus the margin the enabled filters need (zero for Original only; no crop at all
+    # when a setting makes values depend on the whole image, e.g. normalize): everything after this point,
+    # pyradiomics' own checks included, then works on the box instead of a 512x512x61 volume.
+    margin = preprocess.filter_margin_mm(params, image.GetSpacing()) if settings.crop_for_filters else None
 
     for roi_name, roi_mask in rois:
         roi_image, roi_mask_cropped = image, roi_mask
-        if settings.crop_for_filters and filtered:
-            margin = preprocess.filter_margin_mm(params, image.GetSpacing())
+        if margin is not None:
             roi_image, roi_mask_cropped = preprocess.crop_for_filters(image, roi_mask, margin)
         try:
             values = extractor.execute(roi_image, roi_mask_cropped, label=1)
@@ -158,7 +160,8 @@ def _extract_case(case: CaseInput, settings: ExtractSettings) -> CaseResult:
         row = {"case_id": case.case_id, "roi": roi_name}
         row.update({name: _to_float(value) for name, value in values.items() if not name.startswith("diagnostics_")})
         result.features.append(row)
-        result.diagnostics.append(_diagnostics(case, roi_name, image, roi_mask, notes, prep_records))
+        result.diagnostics.append(_diagnostics(case, roi_name, image, roi_image, roi_mask_cropped, notes,
+                                               prep_records))
         if not fixes:
             result.qc.append(QCRow(case.case_id, roi_name, "ok", "", ""))
     if fixes:
@@ -196,11 +199,14 @@ def _to_float(value: Any) -> float:
     return float(array) if array.size == 1 else float("nan")
 
 
-def _diagnostics(case: CaseInput, roi: str, image: sitk.Image, mask: sitk.Image, notes: list[str],
-                 prep_records: list[dict]) -> dict[str, Any]:
-    """Provenance computed once by radpipe (pyradiomics' additionalInfo would hash the image again)."""
+def _diagnostics(case: CaseInput, roi: str, image: sitk.Image, roi_image: sitk.Image, roi_mask: sitk.Image,
+                 notes: list[str], prep_records: list[dict]) -> dict[str, Any]:
+    """Provenance computed once by radpipe (pyradiomics' additionalInfo would hash the image again).
+
+    ROI statistics come from the cropped pair, which holds every ROI voxel; sizes from the whole image.
+    """
     stats = sitk.LabelStatisticsImageFilter()
-    stats.Execute(image, mask)
+    stats.Execute(roi_image, roi_mask)
     bbox = stats.GetBoundingBox(1)
     dim = image.GetDimension()
     return {

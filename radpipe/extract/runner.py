@@ -37,6 +37,37 @@ class RunSummary:
         return len(self.results)
 
 
+class DigestMemo:
+    """Remembers file hashes by (path, size, mtime, inode), so an unchanged rerun reads no image bytes.
+
+    Stored as ``digests.json`` in the cache folder; a changed file has a new size or mtime and is hashed
+    again. Case results themselves are still keyed by content, so a stale memo cannot give wrong features.
+    """
+
+    def __init__(self, folder: Path | None = None):
+        self.path = Path(folder) / "digests.json" if folder else None
+        self.known: dict[str, str] = {}
+        if self.path and self.path.exists():
+            try:
+                self.known = json.loads(self.path.read_text())
+            except ValueError:
+                self.known = {}
+
+    def digest(self, path: Path) -> str:
+        path = Path(path)
+        if not path.is_file():
+            return file_digest(path)
+        stat = path.stat()
+        key = f"{path.resolve()}|{stat.st_size}|{stat.st_mtime_ns}|{stat.st_ino}"
+        if key not in self.known:
+            self.known[key] = sha256_bytes_of(path)
+        return self.known[key]
+
+    def save(self) -> None:
+        if self.path:
+            atomic_write_text(self.path, json.dumps(self.known))
+
+
 def file_digest(path: Path) -> str:
     """sha256 of a file, or of every file in a folder (a DICOM series), in name order."""
     path = Path(path)
@@ -51,15 +82,16 @@ def file_digest(path: Path) -> str:
     return sha256_bytes_of(path)
 
 
-def case_inputs(cohort: Cohort, settings: ExtractSettings) -> list[CaseInput]:
+def case_inputs(cohort: Cohort, settings: ExtractSettings, memo: DigestMemo | None = None) -> list[CaseInput]:
     """Plain, picklable work items; file hashes are computed here, once, for cache keys and provenance."""
+    memo = memo or DigestMemo()
     items = []
     for case in cohort.cases:
         extra = tuple(str(p) for p in _extra_masks(cohort, case.case_id, settings))
         items.append(CaseInput(
             case_id=case.case_id, image=str(case.image), mask=str(case.mask), extra_masks=extra,
             spacing_2d=cohort.spec.spacing_2d, label=cohort.spec.mask_label,
-            image_sha256=file_digest(case.image), mask_sha256=file_digest(case.mask),
+            image_sha256=memo.digest(case.image), mask_sha256=memo.digest(case.mask),
         ))
     return items
 

@@ -18,7 +18,7 @@ from radpipe.cohort import Cohort
 from radpipe.errors import ConfigError
 from radpipe.extract import tables
 from radpipe.extract.features import CaseResult
-from radpipe.extract.runner import ResultCache, RunSummary, case_inputs, run_cases
+from radpipe.extract.runner import DigestMemo, ResultCache, RunSummary, case_inputs, run_cases
 from radpipe.extract.settings import ExtractSettings
 from radpipe.pseudonym import Pseudonymiser
 
@@ -99,16 +99,20 @@ def extract_cohort(cohort: Cohort, settings: ExtractSettings, out_dir: str | Pat
     clock = time.perf_counter()
     lock = output_lock(out_dir)
     try:
-        items = case_inputs(cohort, settings)
         pseudonyms = Pseudonymiser(pseudonymise) if pseudonymise else None
-        if pseudonyms and not cache_dir:
-            cache_dir = Path(f"{pseudonymise}.cache")
-        cache = ResultCache(Path(cache_dir) if cache_dir else out_dir / ".cache")
+        shared_cache = cache_dir is not None
+        if pseudonyms and not shared_cache:
+            cache_dir = Path(f"{pseudonymise}.cache")  # the cache knows real case ids: keep it with the key
+        cache_folder = Path(cache_dir) if cache_dir else out_dir / ".cache"
+        memo = DigestMemo(cache_folder)
+        items = case_inputs(cohort, settings, memo)
+        memo.save()
+        cache = ResultCache(cache_folder)
         # a killed run can leave temporary files behind (never half tables: writes are atomic); the lock
         # guarantees no other run is writing here now. A shared --cache-dir is left alone.
         for leftover in out_dir.glob(".*.tmp"):
             leftover.unlink(missing_ok=True)
-        if not cache_dir:
+        if not shared_cache:
             cache.remove_leftovers()
         summary = run_cases(items, settings, cache, jobs=jobs, scheduler=scheduler, on_result=on_result)
         reject_odd_dimensions(summary)
