@@ -16,12 +16,13 @@ import joblib
 
 from radpipe._io import atomic_write_bytes, atomic_write_text, software_versions
 from radpipe._io import sha256_bytes_of as sha256_file
+from radpipe.errors import RadpipeError
 
 MODEL_FILE = "model.joblib"
 CARD_FILE = "model_card.json"
 
 
-class ModelIntegrityError(RuntimeError):
+class ModelIntegrityError(RadpipeError, RuntimeError):
     """The model file is missing its sha256 sidecar or does not match it."""
 
 
@@ -104,3 +105,73 @@ def _warn_on_version_mismatch(saved: dict) -> None:
                 "predictions may differ",
                 stacklevel=3,
             )
+
+
+MODEL_CARD_MD = "model_card.md"
+
+_CARD_SECTIONS = (
+    ("Intended use", "intended_use"),
+    ("Limitations", "limitations"),
+)
+
+
+def _fmt(value: Any) -> str:
+    if isinstance(value, float):
+        return "NA" if value != value else f"{value:.3f}"
+    return str(value)
+
+
+def render_model_card(card: dict) -> str:
+    """The model card as Markdown: what the model is, the data it saw, how it was validated and how it scored."""
+    lines = [f"# Model card: {card.get('model_name', 'model')}", ""]
+    if card.get("is_best") is not None:
+        lines += [f"Best model of the comparison: {'yes' if card['is_best'] else 'no'}", ""]
+    classes = card.get("classes", [])
+    lines += [
+        "## Outcome and data",
+        f"- Classes: {', '.join(map(str, classes))} (positive: **{card.get('positive_class')}**)",
+        f"- Training cases: {card.get('n_cases', 'NA')}; class counts: "
+        + ", ".join(f"{k}: {v}" for k, v in card.get("class_counts", {}).items()),
+        f"- Input features: {len(card.get('feature_names', []))}; features the estimator sees: "
+        f"{len(card.get('selected_features', []))}",
+        "",
+        "## Pipeline",
+        "```",
+        str(card.get("pipeline_steps", "")),
+        "```",
+        f"Best hyper-parameters: `{json.dumps(card.get('best_params', {}), default=str)}`",
+        "",
+        f"Decision threshold: {_fmt(card.get('threshold', 0.5))} — {card.get('threshold_rule', '')}",
+        "",
+        "## Validation",
+    ]
+    lines += [f"- {key}: {value}" for key, value in card.get("cv", {}).items() if value is not None]
+    metrics = card.get("metrics") or {}
+    if metrics:
+        lines += ["", "## Performance (out-of-fold, nested CV; 95% stratified bootstrap CI)", "",
+                  "| metric | value | 95% CI |", "| --- | --- | --- |"]
+        for name in ("auc", "balanced_accuracy", "sensitivity", "specificity", "ppv", "npv", "f1", "brier"):
+            if name in metrics:
+                lines.append(f"| {name} | {_fmt(metrics[name])} | "
+                             f"{_fmt(metrics.get(name + '_ci_low'))}–{_fmt(metrics.get(name + '_ci_high'))} |")
+        for name in ("calibration_slope", "calibration_intercept", "delong_p_vs_best"):
+            if name in metrics:
+                lines.append(f"| {name} | {_fmt(metrics[name])} | |")
+    for cohort, row in (card.get("external_metrics") or {}).items():
+        lines += ["", f"External cohort **{cohort}**: n={row.get('n')}, AUC {_fmt(row.get('auc'))} "
+                  f"({_fmt(row.get('auc_ci_low'))}–{_fmt(row.get('auc_ci_high'))}), sensitivity "
+                  f"{_fmt(row.get('sensitivity'))}, specificity {_fmt(row.get('specificity'))}"]
+    for title, key in _CARD_SECTIONS:
+        if card.get(key):
+            lines += ["", f"## {title}", str(card[key])]
+    lines += ["", "## Selected features", ""] + [f"- `{name}`" for name in card.get("selected_features", [])]
+    versions = card.get("versions") or software_versions()
+    lines += ["", "## Software", ", ".join(f"{k} {v}" for k, v in versions.items()), ""]
+    return "\n".join(lines)
+
+
+def write_model_card_md(card: dict, model_dir: str | Path) -> Path:
+    """Write ``model_card.md`` beside ``model_card.json``."""
+    path = Path(model_dir) / MODEL_CARD_MD
+    atomic_write_text(path, render_model_card(card))
+    return path

@@ -1,0 +1,114 @@
+"""Settings of the model stage: the ``model:`` section of a recipe YAML, validated by pydantic.
+
+Every number that shapes a result (folds, seeds, selection, bootstrap) lives here, so a methods
+section can be written from the recipe and a misspelt key is an error, not a silent default.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+MODEL_NAMES = (
+    "svm", "svm_linear", "logreg", "rf", "extra_trees", "xgb", "adaboost", "gbm", "voting", "stacking",
+)
+ENSEMBLE_NAMES = ("voting", "stacking")
+
+
+class ModelSettings(BaseModel):
+    """How to build, tune, validate and report the models (the ``model:`` section of a recipe)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    models: list[str] = Field(
+        default_factory=lambda: ["svm", "rf", "xgb"],
+        description="Model families to compare, names from the zoo: " + ", ".join(MODEL_NAMES) + ".",
+    )
+    ensemble_members: list[str] = Field(
+        default_factory=lambda: ["svm", "rf", "xgb"],
+        description="Families whose tuned pipelines the 'voting' and 'stacking' ensembles combine.",
+    )
+    positive_class: str | None = Field(
+        None, description="Label of the positive class; None picks the minority class (the later label on a tie)."
+    )
+    outer_folds: int = Field(5, ge=2, description="Folds of the outer (performance-estimating) cross-validation.")
+    outer_repeats: int = Field(1, ge=1, description="Repeats of the outer cross-validation, each with a new shuffle.")
+    inner_folds: int = Field(3, ge=2, description="Folds of the inner cross-validation used for hyper-parameter search.")
+    search: Literal["grid", "random"] = Field("grid", description="Hyper-parameter search: full grid or random sampling.")
+    n_iter: int = Field(10, ge=1, description="Candidates drawn per model when search is 'random'.")
+    seed: int = Field(42, description="Seed for splits, searches and estimators; the same seed gives the same numbers.")
+    group_column: str | None = Field(
+        None, description="Column holding patient/centre groups kept together in one fold (recorded; groups are passed in)."
+    )
+    impute: Literal["median", "mean"] = Field("median", description="Imputation of missing feature values, fitted per fold.")
+    variance_threshold: float | None = Field(
+        0.0, ge=0, description="Drop features whose training-fold variance is at most this; None keeps all."
+    )
+    correlation_threshold: float | None = Field(
+        0.9, gt=0, le=1, description="Drop the less label-relevant feature of each pair with |Pearson r| above this; None disables."
+    )
+    selection: Literal["univariate", "lasso", "mrmr", "none"] = Field(
+        "univariate", description="Feature selection inside each fold: ANOVA F-test, L1 logistic regression, mRMR, or none."
+    )
+    select_k: int | None = Field(20, ge=1, description="Features kept by the selection step; None keeps all it selects.")
+    select_k_grid: list[int] | None = Field(
+        None, description="If set, the inner search also tunes k over these values (select_k is then ignored)."
+    )
+    class_weight: Literal["balanced"] | None = Field(
+        "balanced", description="Class weighting of estimators that support it (no resampling, so nothing leaks)."
+    )
+    bootstrap: int = Field(1000, ge=0, description="Stratified bootstrap resamples for 95% confidence intervals (0: none).")
+    n_jobs: int = Field(1, ge=1, description="Parallel jobs for the hyper-parameter searches (joblib).")
+    select_best_by: Literal["auc"] = Field("auc", description="Metric that picks the best model (mean out-of-fold AUC).")
+    threshold_method: Literal["youden", "fixed"] = Field(
+        "youden", description="How the decision threshold is chosen on training data: Youden's J, or 0.5."
+    )
+
+    @field_validator("models", "ensemble_members")
+    @classmethod
+    def _known_models(cls, names: list[str]) -> list[str]:
+        unknown = [name for name in names if name not in MODEL_NAMES]
+        if unknown:
+            raise ValueError(f"unknown model(s) {unknown}; choose from {list(MODEL_NAMES)}")
+        if len(set(names)) != len(names):
+            raise ValueError(f"model names repeat in {names}")
+        return names
+
+    @model_validator(mode="after")
+    def _check(self) -> ModelSettings:
+        if not self.models:
+            raise ValueError("models is empty: name at least one model, e.g. ['svm', 'rf', 'xgb']")
+        nested = [name for name in self.ensemble_members if name in ENSEMBLE_NAMES]
+        if nested:
+            raise ValueError(f"ensemble_members cannot contain ensembles {nested}")
+        if any(name in ENSEMBLE_NAMES for name in self.models) and len(self.ensemble_members) < 2:
+            raise ValueError("voting/stacking need at least two ensemble_members")
+        return self
+
+    def base_models(self) -> list[str]:
+        """Non-ensemble families to tune: the requested ones plus the members any ensemble needs."""
+        wanted = [name for name in self.models if name not in ENSEMBLE_NAMES]
+        if any(name in ENSEMBLE_NAMES for name in self.models):
+            wanted += [name for name in self.ensemble_members if name not in wanted]
+        return wanted
+
+    def cv_summary(self) -> dict:
+        """The settings that describe the validation scheme, for the model card and manifest."""
+        return {
+            "outer": f"{'StratifiedGroupKFold' if self.group_column else 'RepeatedStratifiedKFold'}"
+            f"({self.outer_folds} folds x {self.outer_repeats} repeats)",
+            "inner": f"{self.search} search, {self.inner_folds}-fold stratified CV, scoring roc_auc",
+            "outer_folds": self.outer_folds,
+            "outer_repeats": self.outer_repeats,
+            "inner_folds": self.inner_folds,
+            "search": self.search,
+            "n_iter": self.n_iter if self.search == "random" else None,
+            "seed": self.seed,
+            "group_column": self.group_column,
+            "correlation_threshold": self.correlation_threshold,
+            "selection": self.selection,
+            "select_k": self.select_k_grid or self.select_k,
+            "threshold_method": self.threshold_method,
+            "bootstrap": self.bootstrap,
+        }

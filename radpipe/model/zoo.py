@@ -1,0 +1,141 @@
+"""The model zoo: one leakage-safe Pipeline per estimator family, with its hyper-parameter search space.
+
+Every pipeline is ``impute -> variance -> scale -> decorrelate -> select -> clf``; every step is
+fitted on training data only, so cross-validation refits all of them in each fold. The final
+estimator always has ``predict_proba`` (SVMs through ``CalibratedClassifierCV``), and
+``pipeline[:-1].get_feature_names_out()`` names the features it sees; steps pass DataFrames, so
+``pipeline[:-1].transform(X)`` returns a DataFrame with those names.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from scipy.stats import loguniform, randint, uniform
+from sklearn.calibration import CalibratedClassifierCV
+from sklearn.ensemble import (
+    AdaBoostClassifier,
+    ExtraTreesClassifier,
+    GradientBoostingClassifier,
+    RandomForestClassifier,
+    StackingClassifier,
+    VotingClassifier,
+)
+from sklearn.feature_selection import VarianceThreshold
+from sklearn.impute import SimpleImputer
+from sklearn.linear_model import LogisticRegression
+from sklearn.model_selection import StratifiedKFold
+from sklearn.pipeline import Pipeline
+from sklearn.preprocessing import FunctionTransformer, StandardScaler
+from sklearn.svm import SVC
+
+from radpipe.model.settings import ENSEMBLE_NAMES, ModelSettings
+from radpipe.model.transformers import CorrelationFilter, FeatureSelector
+
+_PREFIX = "clf__"
+
+
+def _estimator(name: str, settings: ModelSettings) -> Any:
+    seed, weight = settings.seed, settings.class_weight
+    if name == "svm":
+        return CalibratedClassifierCV(SVC(kernel="rbf", class_weight=weight), method="sigmoid", cv=3)
+    if name == "svm_linear":
+        return CalibratedClassifierCV(SVC(kernel="linear", class_weight=weight), method="sigmoid", cv=3)
+    if name == "logreg":
+        return LogisticRegression(solver="saga", l1_ratio=0.0, C=1.0, class_weight=weight, max_iter=5000,
+                                  tol=1e-3, random_state=seed)
+    if name == "rf":
+        return RandomForestClassifier(n_estimators=200, max_features="sqrt", random_state=seed, n_jobs=1,
+                                      class_weight=weight)
+    if name == "extra_trees":
+        return ExtraTreesClassifier(n_estimators=200, max_features="sqrt", random_state=seed, n_jobs=1,
+                                    class_weight=weight)
+    if name == "xgb":
+        from xgboost import XGBClassifier
+
+        return XGBClassifier(n_estimators=200, max_depth=3, learning_rate=0.05, subsample=0.8,
+                             colsample_bytree=0.8, tree_method="hist", eval_metric="logloss",
+                             random_state=seed, n_jobs=1, verbosity=0)
+    if name == "adaboost":
+        return AdaBoostClassifier(n_estimators=100, learning_rate=0.5, random_state=seed)
+    if name == "gbm":
+        return GradientBoostingClassifier(n_estimators=150, max_depth=2, learning_rate=0.05, subsample=0.8,
+                                          random_state=seed)
+    raise ValueError(f"unknown model {name!r}")
+
+
+# Small grids on purpose: radiomics cohorts are small, and a wide search over-fits the inner folds.
+_GRIDS: dict[str, dict[str, list]] = {
+    "svm": {"estimator__C": [0.1, 1.0, 10.0], "estimator__gamma": ["scale", 0.01]},
+    "svm_linear": {"estimator__C": [0.01, 0.1, 1.0]},
+    "logreg": {"C": [0.01, 0.1, 1.0], "l1_ratio": [0.0, 1.0]},
+    "rf": {"min_samples_leaf": [1, 3]},
+    "extra_trees": {"min_samples_leaf": [1, 3]},
+    "xgb": {"max_depth": [2, 4], "learning_rate": [0.03, 0.1]},
+    "adaboost": {"n_estimators": [50, 200], "learning_rate": [0.1, 1.0]},
+    "gbm": {"max_depth": [2, 3], "learning_rate": [0.05, 0.1]},
+}
+
+_DISTRIBUTIONS: dict[str, dict[str, Any]] = {
+    "svm": {"estimator__C": loguniform(1e-2, 1e2), "estimator__gamma": loguniform(1e-4, 1e-1)},
+    "svm_linear": {"estimator__C": loguniform(1e-3, 1e1)},
+    "logreg": {"C": loguniform(1e-3, 1e2), "l1_ratio": uniform(0, 1)},
+    "rf": {"max_features": uniform(0.05, 0.6), "min_samples_leaf": randint(1, 6), "max_depth": [None, 3, 6]},
+    "extra_trees": {"max_features": uniform(0.05, 0.6), "min_samples_leaf": randint(1, 6), "max_depth": [None, 3, 6]},
+    "xgb": {"max_depth": randint(2, 6), "learning_rate": loguniform(1e-2, 3e-1), "min_child_weight": randint(1, 5)},
+    "adaboost": {"n_estimators": randint(30, 300), "learning_rate": loguniform(1e-2, 2)},
+    "gbm": {"max_depth": randint(1, 5), "learning_rate": loguniform(1e-2, 3e-1), "n_estimators": randint(50, 300)},
+}
+
+
+def preprocessing_steps(settings: ModelSettings) -> list[tuple[str, Any]]:
+    """The data-dependent steps before the estimator, as configured."""
+    return [
+        ("impute", SimpleImputer(strategy=settings.impute)),
+        ("variance", VarianceThreshold(settings.variance_threshold)
+         if settings.variance_threshold is not None else "passthrough"),
+        ("scale", StandardScaler()),
+        ("decorrelate", CorrelationFilter(settings.correlation_threshold)
+         if settings.correlation_threshold is not None else "passthrough"),
+        ("select", FeatureSelector(method=settings.selection, k=settings.select_k)
+         if settings.selection != "none" else "passthrough"),
+    ]
+
+
+def build_pipeline(name: str, settings: ModelSettings) -> Pipeline:
+    """An unfitted Pipeline for a single estimator family (not an ensemble)."""
+    if name in ENSEMBLE_NAMES:
+        raise ValueError(f"{name!r} is an ensemble: build it with build_ensemble from fitted members")
+    # pandas between steps, so every step (and the estimator) is fitted with the feature names it sees
+    return Pipeline([*preprocessing_steps(settings), ("clf", _estimator(name, settings))]).set_output(
+        transform="pandas")
+
+
+def search_space(name: str, settings: ModelSettings) -> dict[str, Any]:
+    """Grid (``search='grid'``) or distributions (``search='random'``) keyed by Pipeline parameter names."""
+    source = _GRIDS if settings.search == "grid" else _DISTRIBUTIONS
+    space = {_PREFIX + key: value for key, value in source[name].items()}
+    if settings.select_k_grid and settings.selection != "none":
+        space["select__k"] = list(settings.select_k_grid)
+    return space
+
+
+def build_ensemble(kind: str, members: list[tuple[str, Pipeline]], settings: ModelSettings) -> Pipeline:
+    """Soft voting or stacking over members' pipelines (each with its own preprocessing and tuned parameters).
+
+    The ensemble sees every input column (``inputs`` is an identity step), so
+    ``pipeline[:-1].get_feature_names_out()`` is the input feature list.
+    """
+    if kind == "voting":
+        clf: Any = VotingClassifier(members, voting="soft")
+    elif kind == "stacking":
+        # the meta-learner's CV is stratified but not grouped: it only shapes the training fit
+        clf = StackingClassifier(
+            members,
+            final_estimator=LogisticRegression(C=1.0),
+            cv=StratifiedKFold(settings.inner_folds, shuffle=True, random_state=settings.seed),
+            stack_method="predict_proba",
+        )
+    else:
+        raise ValueError(f"unknown ensemble {kind!r}")
+    return Pipeline([("inputs", FunctionTransformer(feature_names_out="one-to-one")), ("clf", clf)])
