@@ -20,20 +20,30 @@ try:
 except PackageNotFoundError:  # running from a source tree that was not installed
     __version__ = "0.0.0"
 
+# public name -> (module, attribute). The explain function is exported as ``explain_model``: the name
+# ``radpipe.explain`` belongs to the subpackage, which Python binds on the package once it is imported.
 _EXPORTS = {
-    "load_cohort": "radpipe.cohort",
-    "Cohort": "radpipe.cohort",
-    "Case": "radpipe.cohort",
-    "load_recipe": "radpipe.config",
-    "load_datasets": "radpipe.config",
-    "extract_cohort": "radpipe.extract.stage",
-    "run_recipe": "radpipe.pipeline",
-    "train_models": "radpipe.model.train",
-    "load_model": "radpipe.model.persist",
-    "save_model": "radpipe.model.persist",
-    "explain": "radpipe.explain.report",
-    "RadiomicsFeatures": "radpipe._radiomics_features",
-    "cohort_paths": "radpipe._radiomics_features",
+    "load_cohort": ("radpipe.cohort", "load_cohort"),
+    "Cohort": ("radpipe.cohort", "Cohort"),
+    "Case": ("radpipe.cohort", "Case"),
+    "load_recipe": ("radpipe.config", "load_recipe"),
+    "load_datasets": ("radpipe.config", "load_datasets"),
+    "ExtractSettings": ("radpipe.extract.settings", "ExtractSettings"),
+    "extract_cohort": ("radpipe.extract.stage", "extract_cohort"),
+    "RadiomicsFeatures": ("radpipe._radiomics_features", "RadiomicsFeatures"),
+    "cohort_paths": ("radpipe._radiomics_features", "cohort_paths"),
+    "ModelSettings": ("radpipe.model.settings", "ModelSettings"),
+    "CorrelationFilter": ("radpipe.model.transformers", "CorrelationFilter"),
+    "FeatureSelector": ("radpipe.model.transformers", "FeatureSelector"),
+    "build_pipeline": ("radpipe.model.zoo", "build_pipeline"),
+    "nested_cv": ("radpipe.model.validate", "nested_cv"),
+    "train_models": ("radpipe.model.train", "train_models"),
+    "load_model": ("radpipe.model.persist", "load_model"),
+    "save_model": ("radpipe.model.persist", "save_model"),
+    "predict": ("radpipe.model.predict", "predict"),
+    "ExplainSettings": ("radpipe.explain.settings", "ExplainSettings"),
+    "explain_model": ("radpipe.explain.report", "explain"),
+    "run_recipe": ("radpipe.pipeline", "run_recipe"),
 }
 
 __all__ = sorted(_EXPORTS) + ["__version__"]
@@ -41,7 +51,8 @@ __all__ = sorted(_EXPORTS) + ["__version__"]
 
 def __getattr__(name: str):
     if name in _EXPORTS:
-        return getattr(import_module(_EXPORTS[name]), name)
+        module, attribute = _EXPORTS[name]
+        return getattr(import_module(module), attribute)
     raise AttributeError(f"module 'radpipe' has no attribute {name!r}")
 
 
