@@ -1,0 +1,740 @@
+"""The explain stage: SHAP and LIME for a saved model and a feature table, written as tables, PNG figures and
+self-contained HTML reports (``cohort.html`` and one ``patients/<case_id>.html`` per case).
+
+``explain`` is the entry point; everything it reads from the model folder besides the model itself
+(metrics, out-of-fold predictions, training features, outer-fold models, the model card text) is optional.
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime as _dt
+import functools
+import hashlib
+import json
+import re
+import time
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from radpipe._io import atomic_write_bytes, atomic_write_text, software_versions
+from radpipe.errors import RadpipeError
+from radpipe.explain import plots
+from radpipe.explain.lime_values import agreement, compute_lime
+from radpipe.explain.settings import ExplainSettings
+from radpipe.explain.shap_values import (
+    ShapResult,
+    compute_shap,
+    final_estimator,
+    grouped,
+    original_name_map,
+    parse_feature_name,
+    positive_index,
+    to_original,
+)
+from radpipe.model.persist import load_model
+
+TEMPLATES = Path(__file__).with_name("templates")
+
+
+@dataclass
+class ExplainResult:
+    """What ``explain`` wrote and computed.
+
+    Attributes
+    ----------
+    out_dir : the output folder.
+    cohort_page : path of ``cohort.html``.
+    patient_pages : case_id -> path of its page.
+    shap : the SHAP values of every case (final-estimator features).
+    shap_original : the same summed onto the input feature names.
+    lime : LIME weights (long table) of the cases with a page.
+    summary : the content of ``summary.json``.
+    """
+
+    out_dir: Path
+    cohort_page: Path
+    patient_pages: dict[str, Path]
+    shap: ShapResult
+    shap_original: pd.DataFrame
+    lime: pd.DataFrame
+    summary: dict = field(default_factory=dict)
+
+    def __repr__(self) -> str:
+        return (f"ExplainResult({len(self.patient_pages)} patient pages, explainer={self.shap.explainer!r}, "
+                f"out_dir='{self.out_dir}')")
+
+
+class ExplainError(RadpipeError):
+    """The inputs of the explain stage do not fit together (missing features, unknown patients, ...)."""
+
+
+def explain(
+    model_dir: Path,
+    features: pd.DataFrame,
+    out_dir: Path,
+    *,
+    labels: pd.Series | None = None,
+    images: dict[str, tuple[Path, Path]] | None = None,
+    patients: list[str] | None = None,
+    settings: ExplainSettings | None = None,
+    n_jobs: int = 1,
+    progress: Callable[[int, int], None] | None = None,
+    trust: bool = False,
+) -> ExplainResult:
+    """Explain a saved model on a feature table and write the reports into ``out_dir``.
+
+    Parameters
+    ----------
+    model_dir : folder written by ``radpipe train`` (``model.joblib``, its sha256, ``model_card.json``).
+    features : feature table indexed by case_id with at least the model's ``feature_names`` columns
+        (a ``case_id`` column is used as the index when the index is unnamed).
+    out_dir : output folder; created when missing.
+    labels : true class labels indexed by case_id (shown on the pages; performance figures use
+        ``predictions.csv`` of the model folder when present, these labels otherwise).
+    images : case_id -> (image path, mask path), for the lesion slice on patient pages.
+    patients : case ids that get a patient page (default: all, up to ``settings.max_patients``).
+    settings : ``ExplainSettings``; defaults when omitted.
+    n_jobs : worker processes for SHAP, LIME and the patient pages; results do not depend on it.
+    progress : called as ``progress(done, total)`` while patient pages are written.
+    trust : open a model whose sha256 sidecar is missing or does not match (see ``load_model``).
+
+    Returns
+    -------
+    ExplainResult
+    """
+    started = time.time()
+    settings = settings or ExplainSettings()
+    model_dir, out_dir = Path(model_dir), Path(out_dir)
+    model = load_model(model_dir, trust=trust)
+    card, pipe = model.card, model.pipeline
+    names = [str(n) for n in (card.get("feature_names") or features.columns)]
+    X = _feature_table(features, names)
+    positive = card.get("positive_class")
+    est = final_estimator(pipe)
+    pos = positive_index(est.classes_, positive)
+    classes = [str(c) for c in card.get("classes") or est.classes_]
+    negative = next((c for c in classes if c != str(positive)), "negative")
+    threshold = model.threshold
+    X_train = _training_features(model.path, names)
+    train_note = "training features of the model folder"
+    if X_train is None:
+        X_train, train_note = X, "the explained cases (the model folder has no train_features.csv)"
+    labels = _align_labels(labels, X.index)
+
+    page_cases = _page_cases(X.index, patients, settings.max_patients)
+    proba = pd.Series(pipe.predict_proba(X)[:, pos], index=X.index, name="probability")
+
+    timings: dict[str, float] = {}
+    tick = time.time()
+    shap_res = compute_shap(
+        pipe, X, X_train, positive_class=positive, explainer=settings.explainer,
+        background=settings.shap_background, agnostic_background=settings.agnostic_background,
+        max_evals=settings.shap_max_evals, seed=settings.seed, n_jobs=n_jobs,
+    )
+    additivity = float(np.max(np.abs(shap_res.base_value + shap_res.values.sum(axis=1) - proba))) if len(X) else 0.0
+    shap_orig = to_original(shap_res.values, names)
+    timings["shap"], tick = time.time() - tick, time.time()
+    lime = compute_lime(
+        pipe, X.loc[page_cases], X_train, positive_index=pos, class_names=[str(c) for c in est.classes_],
+        num_samples=settings.lime_samples, top=settings.lime_top, seed=settings.seed, n_jobs=n_jobs,
+        perturb=_reaching_inputs(shap_res.values.columns, names),
+    )
+
+    timings["lime"], tick = time.time() - tick, time.time()
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / "figures").mkdir(exist_ok=True)
+    _write_csv(out_dir / "shap_values.csv", shap_res.to_frame())
+    _write_csv(out_dir / "shap_values_original.csv", shap_orig.assign(base_value=shap_res.base_value))
+    atomic_write_text(out_dir / "lime.csv", lime.to_csv(index=False, float_format="%.12g"))
+
+    # agreement between the top SHAP and top LIME features of each case with a page
+    lime_by_case = {c: g for c, g in lime.groupby("case_id", sort=False)}
+    agree = {c: agreement(shap_orig.loc[c], lime_by_case.get(c, lime.iloc[:0]), settings.lime_top)
+             for c in page_cases}
+
+    stability = _fold_stability(model.path, X, X_train, names, positive, settings, n_jobs)
+    timings["fold_stability"], tick = time.time() - tick, time.time()
+    perf = _performance(model.path, card, proba, labels, threshold, settings)
+    mean_abs = shap_orig.abs().mean().sort_values(ascending=False, kind="stable")
+    top_names = [n for n in mean_abs.index[: settings.top_features] if mean_abs[n] > 0]
+    family_abs = grouped(shap_orig, "family").abs().mean().sort_values(ascending=False)
+    filter_abs = grouped(shap_orig, "filter").abs().mean().sort_values(ascending=False)
+
+    # -------- patient pages
+    mapping = original_name_map(shap_res.values.columns, names)
+    pages_dir = out_dir / "patients"
+    pages_dir.mkdir(exist_ok=True)
+    (out_dir / "figures" / "patients").mkdir(exist_ok=True)
+    file_names = {c: _safe_name(c) for c in page_cases}
+    common = dict(
+        positive=str(positive), negative=negative, threshold=threshold, base=shap_res.base_value,
+        settings=settings.model_dump(), explainer=shap_res.explainer, notes=shap_res.notes,
+        model_name=str(card.get("model_name", "model")), out_dir=str(out_dir), draw_images=settings.images,
+    )
+    train_num = X_train.apply(pd.to_numeric, errors="coerce")
+    items = []
+    for c in page_cases:
+        contrib = shap_res.values.loc[c]
+        raw = pd.Series({f: _raw_value(f, mapping, X.loc[c], shap_res.features.loc[c]) for f in contrib.index})
+        top = contrib.abs().sort_values(ascending=False, kind="stable").index[: settings.top_features]
+        rows = []
+        for f in top:
+            orig = mapping[f]
+            dist = train_num[orig] if orig in train_num else None
+            rows.append({
+                **parse_feature_name(orig), "feature": orig, "value": raw[f],
+                "percentile": _percentile(dist, raw[f]) if dist is not None else None,
+                "shap": float(contrib[f]),
+            })
+        items.append({
+            "case_id": c, "file": file_names[c], "probability": float(proba[c]),
+            "label": None if labels is None or pd.isna(labels.get(c)) else str(labels[c]),
+            "contrib": contrib, "raw": raw, "top": rows, "lime": lime_by_case.get(c, lime.iloc[:0]),
+            "agreement": agree[c], "family": grouped(shap_orig.loc[[c]], "family").iloc[0],
+            "filter": grouped(shap_orig.loc[[c]], "filter").iloc[0],
+            "image": tuple(map(str, images[c])) if images and c in images else None,
+        })
+    tick = time.time()
+    rows = _render_all(items, common, pages_dir, out_dir / "figures" / "patients", n_jobs, progress)
+    timings["patient_pages"], tick = time.time() - tick, time.time()
+    patients_table = pd.DataFrame(rows).set_index("case_id") if rows else pd.DataFrame()
+
+    # -------- cohort page
+    raw_all = X.apply(pd.to_numeric, errors="coerce")
+    figs = {}
+    if len(X):
+        shown = [n for n in mean_abs.index[:15] if mean_abs[n] > 0] or list(mean_abs.index[:15])
+        figs["beeswarm"] = plots.beeswarm(shap_orig[shown], raw_all.reindex(columns=shown), top=15,
+                                          seed=settings.seed)
+        figs["mean_abs"] = plots.magnitude_bars(mean_abs.head(settings.top_features),
+                                                xlabel="mean |SHAP value| (probability)")
+        figs["groups"] = plots.grouped_bars(family_abs, filter_abs, xlabel="mean |summed SHAP value|",
+                                            color="#34495e")
+        for k, name in enumerate(top_names[: settings.dependence_plots]):
+            figs[f"dependence_{k + 1}"] = plots.dependence(name, raw_all[name] if name in raw_all else
+                                                           shap_orig[name] * np.nan, shap_orig[name], labels)
+    figs.update(perf.pop("figures", {}))
+    if stability.get("matrix") is not None:
+        figs["stability"] = plots.heatmap(stability.pop("matrix"), title="Spearman correlation of mean |SHAP|")
+    else:
+        stability.pop("matrix", None)
+    for key, png in figs.items():
+        atomic_write_bytes(out_dir / "figures" / f"cohort_{key}.png", png)
+
+    summary = {
+        "model_name": card.get("model_name"),
+        "positive_class": positive,
+        "threshold": threshold,
+        "explainer": shap_res.explainer,
+        "explainer_notes": shap_res.notes,
+        "background_source": train_note,
+        "base_value": shap_res.base_value,
+        "additivity_max_error": additivity,
+        "n_cases": int(len(X)),
+        "n_patients": len(page_cases),
+        "n_final_features": int(shap_res.values.shape[1]),
+        "top_features": [{**parse_feature_name(n), "feature": n, "mean_abs_shap": float(mean_abs[n])}
+                         for n in top_names],
+        "by_family": {k: float(v) for k, v in family_abs.items()},
+        "by_filter": {k: float(v) for k, v in filter_abs.items()},
+        "shap_lime_agreement": _agreement_summary(agree, settings.lime_top),
+        "fold_stability": stability,
+        "performance": {k: v for k, v in perf.items() if k not in ("metrics_table", "oof")},
+        "settings": settings.model_dump(),
+        "files": sorted(str(p.relative_to(out_dir)) for p in out_dir.glob("*.csv")),
+    }
+    cohort_rows = []
+    for c in X.index:
+        pr = float(proba[c])
+        cohort_rows.append({
+            "case_id": c, "file": file_names.get(c), "probability": pr,
+            "predicted": str(positive) if pr >= threshold else negative,
+            "label": None if labels is None or pd.isna(labels.get(c)) else str(labels[c]),
+            "top_feature": shap_orig.loc[c].abs().idxmax() if shap_orig.shape[1] else "",
+            "overlap": agree[c]["overlap"] if c in agree else None,
+            "oof": perf.get("oof", {}).get(c),
+        })
+    html = _env().get_template("cohort.html").render(
+        title=f"{card.get('model_name', 'model')}: explanations", summary=summary, card=_card_rows(card),
+        card_md=_read_text(model.path / "model_card.md"), figs={k: _b64(v) for k, v in figs.items()},
+        perf=perf, metrics=perf.get("metrics_table"), has_oof=bool(perf.get("oof")), stability=stability, rows=cohort_rows,
+        top=summary["top_features"], dependence=[(n, f"dependence_{k + 1}") for k, n in
+                                                  enumerate(top_names[: settings.dependence_plots])],
+        positive=str(positive), negative=negative, threshold=threshold, notes=shap_res.notes,
+        generated=_dt.datetime.now(_dt.UTC).strftime("%Y-%m-%d %H:%M UTC"), versions=software_versions(),
+    )
+    cohort_page = out_dir / "cohort.html"
+    atomic_write_text(cohort_page, html)
+    if len(patients_table):
+        _write_csv(out_dir / "patients.csv", patients_table)
+    timings["cohort_page"] = time.time() - tick
+    summary["elapsed_seconds"] = round(time.time() - started, 2)
+    summary["timings_seconds"] = {k: round(v, 2) for k, v in timings.items()}
+    summary["patients"] = {c: {"probability": float(proba[c]), **agree[c]} for c in page_cases}
+    atomic_write_text(out_dir / "summary.json", json.dumps(_jsonable(summary), indent=2))
+    atomic_write_text(out_dir / "manifest.json", json.dumps(_jsonable({
+        "stage": "explain", "versions": software_versions(), "settings": settings.model_dump(),
+        "model": str(model.path), "model_sha256": _sha_of(model.path / "model.joblib"),
+        "features_sha256": hashlib.sha256(pd.util.hash_pandas_object(X, index=True).values.tobytes()).hexdigest(),
+        "seed": settings.seed, "started": _dt.datetime.fromtimestamp(started, _dt.UTC).isoformat(),
+        "finished": _dt.datetime.now(_dt.UTC).isoformat(), "n_jobs": n_jobs,
+    }), indent=2))
+    return ExplainResult(
+        out_dir=out_dir, cohort_page=cohort_page,
+        patient_pages={c: pages_dir / f"{file_names[c]}.html" for c in page_cases},
+        shap=shap_res, shap_original=shap_orig, lime=lime, summary=summary,
+    )
+
+
+# ---------------------------------------------------------------- inputs
+
+
+def _feature_table(features: pd.DataFrame, names: list[str]) -> pd.DataFrame:
+    df = features
+    if "case_id" in df.columns and df.index.name != "case_id":
+        df = df.set_index("case_id")
+    missing = [n for n in names if n not in df.columns]
+    if missing:
+        shown = ", ".join(missing[:5]) + (f" and {len(missing) - 5} more" if len(missing) > 5 else "")
+        raise ExplainError(
+            f"the feature table lacks {len(missing)} of the model's {len(names)} features ({shown}): "
+            "extract features with the same settings the model was trained on"
+        )
+    X = df[names].apply(pd.to_numeric, errors="coerce")
+    X.index = X.index.map(str)
+    X.index.name = "case_id"
+    if X.index.has_duplicates:
+        dup = X.index[X.index.duplicated()].unique()[:5].tolist()
+        raise ExplainError(f"case ids are not unique in the feature table: {dup}")
+    return X
+
+
+def _training_features(model_path: Path, names: list[str]) -> pd.DataFrame | None:
+    path = model_path / "train_features.csv"
+    if not path.exists():
+        return None
+    try:
+        df = pd.read_csv(path)
+        if "case_id" in df.columns:
+            df = df.set_index("case_id")
+        if not set(names) <= set(df.columns):
+            return None
+        return df[names].apply(pd.to_numeric, errors="coerce")
+    except Exception as exc:  # an unreadable optional file must not stop the reports
+        warnings.warn(f"ignoring {path}: {exc}", stacklevel=2)
+        return None
+
+
+def _align_labels(labels, index) -> pd.Series | None:
+    if labels is None:
+        return None
+    labels = pd.Series(labels).copy()
+    labels.index = labels.index.map(str)
+    return labels.reindex(index)
+
+
+def _page_cases(index, patients, max_patients) -> list[str]:
+    if patients:
+        wanted = [str(p) for p in patients]
+        unknown = [p for p in wanted if p not in set(index)]
+        if unknown:
+            raise ExplainError(f"patients not in the feature table: {', '.join(unknown[:10])}")
+        cases = list(dict.fromkeys(wanted))
+    else:
+        cases = list(index)
+    return cases[:max_patients] if max_patients else cases
+
+
+def _reaching_inputs(final_names, input_names) -> list[str] | None:
+    """The input features that reach the final estimator, when every final feature is one of them."""
+    mapping = original_name_map(final_names, input_names)
+    inputs = set(map(str, input_names))
+    if all(v in inputs for v in mapping.values()):
+        return [n for n in map(str, input_names) if n in set(mapping.values())]
+    return None
+
+
+def _safe_name(case_id: str) -> str:
+    """A file name for a case id: itself when it is safe, else a cleaned form plus a short hash."""
+    clean = re.sub(r"[^A-Za-z0-9._-]", "_", str(case_id)).strip(".") or "case"
+    if clean == str(case_id):
+        return clean
+    return f"{clean[:60]}-{hashlib.sha1(str(case_id).encode()).hexdigest()[:8]}"
+
+
+def _raw_value(final_name, mapping, raw_row, transformed_row):
+    orig = mapping[final_name]
+    return raw_row[orig] if orig in raw_row.index else transformed_row[final_name]
+
+
+def _percentile(dist: pd.Series, value) -> float | None:
+    d = pd.to_numeric(dist, errors="coerce").dropna().to_numpy()
+    if d.size == 0 or value is None or pd.isna(value):
+        return None
+    return float(100.0 * ((d < value).mean() + 0.5 * (d == value).mean()))
+
+
+# ---------------------------------------------------------------- performance and stability
+
+
+def _performance(model_path, card, proba, labels, threshold, settings) -> dict:
+    """ROC, calibration and confusion from out-of-fold predictions, else from the labels given."""
+    positive = str(card.get("positive_class"))
+    classes = [str(c) for c in card.get("classes", [])]
+    negative = next((c for c in classes if c != positive), "negative")
+    out: dict = {"source": None, "figures": {}}
+    y = p = None
+    pred_path = model_path / "predictions.csv"
+    if pred_path.exists():
+        try:
+            pr = pd.read_csv(pred_path)
+            if "model" in pr.columns and card.get("model_name") in set(pr["model"].astype(str)):
+                pr = pr[pr["model"].astype(str) == str(card["model_name"])]
+            if "y_true" not in pr.columns and "label" in pr.columns:
+                pr["y_true"] = (pr["label"].astype(str) == positive).astype(int)
+            per_case = pr.groupby(pr["case_id"].astype(str)).agg(y_true=("y_true", "first"), y_prob=("y_prob", "mean"))
+            y, p = per_case["y_true"].to_numpy(dtype=int), per_case["y_prob"].to_numpy(dtype=float)
+            out["oof"] = per_case["y_prob"].astype(float).to_dict()
+            repeats = pr["repeat"].nunique() if "repeat" in pr.columns else 1
+            out["source"] = (f"out-of-fold predictions of the model folder ({len(per_case)} cases"
+                             + (f", probability averaged over {repeats} repeats" if repeats > 1 else "") + ")")
+        except Exception as exc:
+            warnings.warn(f"ignoring {pred_path}: {exc}", stacklevel=2)
+    if y is None and labels is not None and labels.notna().any():
+        known = labels.dropna()
+        y = (known.astype(str) == positive).astype(int).to_numpy()
+        p = proba.loc[known.index].to_numpy()
+        out["source"] = (f"the final model on the {len(known)} explained cases with a label: apparent performance, "
+                         "optimistic when these cases were used for training")
+    if y is not None and len(np.unique(y)) == 2:
+        out["figures"]["roc"], out["roc"] = plots.roc_curve_band(y, p, n_boot=settings.bootstrap,
+                                                                 seed=settings.seed, threshold=threshold)
+        out["figures"]["calibration"] = plots.calibration(y, p)
+        out["figures"]["confusion"], out["confusion"] = plots.confusion(y, p, threshold, (negative, positive))
+    metrics_path = model_path / "metrics.csv"
+    if metrics_path.exists():
+        try:
+            out["metrics_table"] = _metrics_table(pd.read_csv(metrics_path), card.get("model_name"))
+        except Exception as exc:
+            warnings.warn(f"ignoring {metrics_path}: {exc}", stacklevel=2)
+    return out
+
+
+def _metrics_table(df: pd.DataFrame, model_name) -> dict:
+    """Metrics with their CIs merged into one cell ("0.87 (0.81–0.92)"), the chosen model's rows first."""
+    if "model" in df.columns and model_name in set(df["model"].astype(str)):
+        df = pd.concat([df[df["model"].astype(str) == str(model_name)], df[df["model"].astype(str) != str(model_name)]])
+    cols = [c for c in df.columns if not re.search(r"_ci_(low|high)$", c)]
+    rows = []
+    for _, r in df.iterrows():
+        row = []
+        for c in cols:
+            v = r[c]
+            if isinstance(v, float | np.floating) and not pd.isna(v):
+                text = f"{v:.3f}"
+                if f"{c}_ci_low" in df.columns and not pd.isna(r[f"{c}_ci_low"]):
+                    text += f" ({r[f'{c}_ci_low']:.3f}–{r[f'{c}_ci_high']:.3f})"
+            else:
+                text = "" if pd.isna(v) else str(v)
+            row.append(text)
+        rows.append({"cells": row, "chosen": "model" in df.columns and str(r.get("model")) == str(model_name)})
+    return {"columns": cols, "rows": rows}
+
+
+def _fold_stability(model_path, X, X_train, names, positive, settings, n_jobs) -> dict:
+    """Spearman correlation of mean |SHAP| between the outer-fold models, on a seeded sample of cases.
+
+    Model-agnostic explainers use 200 evaluations per case here (unless ``shap_max_evals`` is set): a ranking of
+    mean |SHAP| over many cases is far less noisy than one case's values.
+    """
+    folds_dir = model_path / "folds"
+    fold_dirs = sorted(p.parent for p in folds_dir.glob("*/model.joblib")) if folds_dir.exists() else []
+    if len(fold_dirs) < 2:
+        return {"n_folds": len(fold_dirs), "note": "fewer than two outer-fold models in the model folder"}
+    sample = X.sample(n=min(settings.stability_cases, len(X)), random_state=settings.seed)
+    args = dict(sample=sample, X_train=X_train, names=names, positive=positive, settings=settings)
+    if n_jobs > 1:
+        from joblib import Parallel, delayed
+
+        results = Parallel(n_jobs=n_jobs)(delayed(_fold_mean_abs)(d, **args) for d in fold_dirs)
+    else:
+        results = [_fold_mean_abs(d, **args) for d in fold_dirs]
+    skipped = [r for r in results if isinstance(r, str)]
+    table = pd.DataFrame({d.name: r for d, r in zip(fold_dirs, results, strict=False) if not isinstance(r, str)})
+    if table.shape[1] < 2:
+        return {"n_folds": table.shape[1], "skipped": skipped, "note": "fewer than two usable outer-fold models"}
+    corr = table.corr(method="spearman")
+    off = corr.to_numpy()[np.triu_indices(len(corr), 1)]
+    k = settings.top_features
+    top_sets = {c: set(table[c].sort_values(ascending=False, kind="stable").index[:k]) for c in table}
+    overall = table.mean(axis=1).sort_values(ascending=False, kind="stable").index[:k]
+    frequency = {f: float(np.mean([f in s for s in top_sets.values()])) for f in overall}
+    return {
+        "n_folds": int(table.shape[1]), "n_cases": int(len(sample)),
+        "spearman_median": float(np.nanmedian(off)), "spearman_min": float(np.nanmin(off)),
+        "spearman_max": float(np.nanmax(off)), "top_frequency": frequency, "skipped": skipped,
+        "matrix": corr,
+    }
+
+
+def _fold_mean_abs(fold_dir, *, sample, X_train, names, positive, settings):
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            m = load_model(fold_dir)
+        res = compute_shap(m.pipeline, sample, X_train, positive_class=positive, explainer=settings.explainer,
+                           background=settings.shap_background, agnostic_background=settings.agnostic_background,
+                           max_evals=settings.shap_max_evals or 200, seed=settings.seed, n_jobs=1)
+        return to_original(res.values, names).abs().mean()
+    except Exception as exc:  # one broken fold model must not stop the report
+        return f"{fold_dir.name}: {exc}"
+
+
+def _agreement_summary(agree: dict, k: int) -> dict:
+    if not agree:
+        return {}
+    overlap = np.array([a["overlap"] for a in agree.values()], dtype=float)
+    sign = np.array([a["sign_agreement"] for a in agree.values()], dtype=float)
+    return {"k": k, "mean_overlap": float(np.nanmean(overlap)),
+            "mean_sign_agreement": float(np.nanmean(sign)) if np.isfinite(sign).any() else None}
+
+
+# ---------------------------------------------------------------- patient pages
+
+
+def _render_all(items, common, pages_dir, fig_dir, n_jobs, progress) -> list[dict]:
+    total = len(items)
+    done = 0
+    rows: list[dict] = []
+    if progress:
+        progress(0, total)
+    if n_jobs == 1 or total < 2:
+        for item in items:
+            rows.append(_render_patient(item, common, pages_dir, fig_dir))
+            done += 1
+            if progress:
+                progress(done, total)
+        return rows
+    from joblib import Parallel, delayed
+
+    size = max(1, min(16, total // (n_jobs * 4) or 1))
+    batches = [items[i: i + size] for i in range(0, total, size)]
+    for batch_rows in Parallel(n_jobs=n_jobs, return_as="generator")(
+        delayed(_render_batch)(b, common, pages_dir, fig_dir) for b in batches
+    ):
+        rows.extend(batch_rows)
+        done += len(batch_rows)
+        if progress:
+            progress(done, total)
+    return rows
+
+
+def _waterfall(contrib: pd.Series, raw: pd.Series, base: float, prob: float, threshold: float, top: int) -> dict:
+    """Rows of an HTML waterfall: from the base value, the ``top`` largest contributions, the rest, to ``prob``.
+
+    Positions are percentages of a probability axis that spans every intermediate value.
+    """
+    order = contrib.abs().sort_values(ascending=False, kind="stable").index
+    steps = [(name, float(contrib[name])) for name in order[:top]]
+    if len(order) > top:
+        steps.append((f"{len(order) - top} other features", float(contrib[order[top:]].sum())))
+    points = np.cumsum([base] + [d for _, d in steps])
+    lo, hi = float(min(points.min(), threshold)), float(max(points.max(), threshold))
+    span = max(hi - lo, 0.05)
+    lo, hi = max(0.0, lo - 0.08 * span), min(1.0, hi + 0.08 * span)
+    span = hi - lo
+
+    def at(v):
+        return round(100 * (float(v) - lo) / span, 3)
+
+    rows, level = [], base
+    for name, d in steps:
+        rows.append({"label": name, "value": raw.get(name) if name in raw.index else None, "delta": d,
+                     "left": at(min(level, level + d)), "width": max(0.4, round(100 * abs(d) / span, 3)),
+                     "up": d >= 0, "end": at(level + d)})
+        level += d
+    step = next(s for s in (0.01, 0.02, 0.05, 0.1, 0.2, 0.25) if span / s <= 8)
+    ticks = [(at(t), f"{t:.2f}") for t in np.arange(np.ceil(lo / step) * step, hi + 1e-9, step)]
+    return {"rows": rows, "ticks": ticks, "base": at(base), "prob": at(prob), "threshold": at(threshold),
+            "base_value": base, "probability": prob}
+
+
+def _bars(series: pd.Series, width: int = 160) -> list[dict]:
+    """Label, value, bar width in px and direction for signed HTML bars scaled to the largest |value|."""
+    scale = float(series.abs().max()) if len(series) else 0.0
+    return [{"label": str(k), "value": float(v), "px": 0 if scale == 0 else round(width * abs(float(v)) / scale),
+             "up": float(v) >= 0} for k, v in series.items()]
+
+
+def _render_batch(items, common, pages_dir, fig_dir):
+    return [_render_patient(item, common, pages_dir, fig_dir) for item in items]
+
+
+def _render_patient(item, common, pages_dir: Path, fig_dir: Path) -> dict:
+    c, prob, thr = item["case_id"], item["probability"], common["threshold"]
+    positive, negative = common["positive"], common["negative"]
+    predicted = positive if prob >= thr else negative
+    s = common["settings"]
+    figs = {}
+    if s["waterfall_png"]:
+        atomic_write_bytes(fig_dir / f"{item['file']}_waterfall.png", plots.waterfall(
+            item["contrib"], item["raw"], common["base"], prob, top=s["top_features"], threshold=thr,
+            positive=positive))
+    waterfall = _waterfall(item["contrib"], item["raw"], common["base"], prob, thr, s["top_features"])
+    lime = item["lime"]
+    # LIME and the grouped sums are drawn as HTML bars: text stays selectable and pages render fast
+    lime_bars = _bars(pd.Series(lime["weight"].to_numpy(), index=lime["feature_rule"]))
+    group_bars = {"family": _bars(item["family"].sort_values(key=np.abs, ascending=False)),
+                  "filter": _bars(item["filter"].sort_values(key=np.abs, ascending=False))}
+    image_note = None
+    if common["draw_images"] and item["image"]:
+        try:
+            img, msk, spacing, where = read_lesion_slice(*item["image"])
+            figs["image"] = plots.lesion_slice(img, msk, spacing)
+            image_note = where
+        except Exception as exc:  # a missing or unreadable image must not stop the page
+            image_note = f"image not shown: {exc}"
+    for key, png in figs.items():
+        atomic_write_bytes(fig_dir / f"{item['file']}_{key}.png", png)
+    top = item["top"]
+    lead = top[0] if top else None
+    html = _env().get_template("patient.html").render(
+        title=f"Patient {c}", case_id=c, probability=prob, predicted=predicted, positive=positive,
+        negative=negative, threshold=thr, label=item["label"], base=common["base"],
+        figs={k: _b64(v) for k, v in figs.items()}, top=top, lime=lime.to_dict("records"), lime_bars=lime_bars,
+        group_bars=group_bars, waterfall=waterfall,
+        agreement=item["agreement"], explainer=common["explainer"], notes=common["notes"], image_note=image_note,
+        model_name=common["model_name"], lead=lead, settings=s,
+        correct=None if item["label"] is None else item["label"] == predicted,
+        up=[t for t in top if t["shap"] > 0][:3], down=[t for t in top if t["shap"] < 0][:3],
+    )
+    atomic_write_text(pages_dir / f"{item['file']}.html", html)
+    return {"case_id": c, "probability": prob, "predicted": predicted, "label": item["label"],
+            "shap_lime_overlap": item["agreement"]["overlap"], "page": f"patients/{item['file']}.html"}
+
+
+def read_lesion_slice(image_path, mask_path) -> tuple[np.ndarray, np.ndarray, tuple[float, float], str]:
+    """The 2D slice with the largest mask area, as (image rows x cols, mask, (row, col) spacing, description).
+
+    RGB images become grey (luminance), masks are binarised (> 0, so 0/255 masks work); 2D images are used
+    as they are. The extract stage's readers are used when present.
+    """
+    import SimpleITK as sitk
+
+    try:
+        from radpipe.extract.io import read_image, read_mask
+
+        image, _ = read_image(Path(image_path))
+        mask, _ = read_mask(Path(mask_path))
+    except Exception:  # the extract stage's readers are missing or refused the file: read it plainly
+        image, mask = sitk.ReadImage(str(image_path)), sitk.ReadImage(str(mask_path))
+    img = _grey(sitk.GetArrayFromImage(image), image.GetNumberOfComponentsPerPixel())
+    msk = _grey(sitk.GetArrayFromImage(mask), mask.GetNumberOfComponentsPerPixel()) > 0
+    if img.shape != msk.shape:
+        resampled = sitk.Resample(mask if mask.GetNumberOfComponentsPerPixel() == 1 else
+                                  sitk.VectorIndexSelectionCast(mask, 0), image, sitk.Transform(),
+                                  sitk.sitkNearestNeighbor, 0)
+        msk = sitk.GetArrayFromImage(resampled) > 0
+    spacing = image.GetSpacing()
+    if img.ndim == 3 and img.shape[0] == 1:
+        img, msk = img[0], msk[0]
+    if img.ndim == 2:
+        return img, msk, (float(spacing[1]), float(spacing[0])), "2D image"
+    areas = msk.reshape(msk.shape[0], -1).sum(axis=1)
+    z = int(np.argmax(areas))
+    return img[z], msk[z], (float(spacing[1]), float(spacing[0])), (
+        f"axial slice {z + 1} of {img.shape[0]} (largest mask area, {int(areas[z])} voxels)")
+
+
+def _grey(arr: np.ndarray, components: int) -> np.ndarray:
+    arr = np.asarray(arr)
+    if components > 1:
+        if components >= 3:
+            arr = arr[..., 0] * 0.299 + arr[..., 1] * 0.587 + arr[..., 2] * 0.114
+        else:
+            arr = arr[..., 0]
+    return arr.astype(float)
+
+
+# ---------------------------------------------------------------- rendering helpers
+
+
+@functools.cache
+def _env():
+    from jinja2 import Environment, FileSystemLoader, StrictUndefined
+
+    env = Environment(loader=FileSystemLoader(str(TEMPLATES)), autoescape=True, undefined=StrictUndefined,
+                      trim_blocks=True, lstrip_blocks=True)
+    env.filters["num"] = _num
+    env.filters["pct"] = lambda v: "–" if v is None or pd.isna(v) else f"{100 * float(v):.0f}%"
+    env.filters["family_label"] = lambda f: {"shape": "shape", "first order": "first-order intensity",
+                                             "texture": "texture"}.get(f, f)
+    return env
+
+
+def _num(v, digits: int = 3) -> str:
+    if v is None:
+        return "–"
+    try:
+        x = float(v)
+    except (TypeError, ValueError):
+        return str(v)
+    if np.isnan(x):
+        return "missing"
+    if x != 0 and (abs(x) >= 1e5 or abs(x) < 10 ** (-digits)):
+        return f"{x:.{digits - 1}e}"
+    return f"{x:.{digits}g}" if abs(x) >= 1 else f"{x:.{digits}f}"
+
+
+def _b64(png: bytes) -> str:
+    return base64.b64encode(png).decode("ascii")
+
+
+def _card_rows(card: dict) -> list[tuple[str, str]]:
+    keys = ["model_name", "classes", "positive_class", "threshold", "pipeline_steps", "best_params",
+            "selected_features", "n_cases", "class_counts", "cv", "intended_use", "limitations", "versions"]
+    rows = []
+    for k in keys + [k for k in card if k not in keys and k not in ("feature_names", "metrics")]:
+        if k in card and card[k] not in (None, "", [], {}):
+            v = card[k]
+            rows.append((k.replace("_", " "), v if isinstance(v, str) else json.dumps(v, default=str, indent=1)))
+    if card.get("feature_names"):
+        rows.append(("features expected", f"{len(card['feature_names'])} columns"))
+    return rows
+
+
+def _read_text(path: Path) -> str | None:
+    try:
+        return path.read_text(encoding="utf-8") if path.exists() else None
+    except OSError:
+        return None
+
+
+def _sha_of(path: Path) -> str | None:
+    from radpipe._io import sha256_bytes_of
+
+    return sha256_bytes_of(path) if path.exists() else None
+
+
+def _write_csv(path: Path, df: pd.DataFrame) -> None:
+    atomic_write_text(path, df.to_csv(float_format="%.12g"))
+
+
+def _jsonable(obj):
+    if isinstance(obj, dict):
+        return {str(k): _jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [_jsonable(v) for v in obj]
+    if isinstance(obj, np.integer):
+        return int(obj)
+    if isinstance(obj, float | np.floating):
+        return None if not np.isfinite(obj) else float(obj)
+    if isinstance(obj, Path):
+        return str(obj)
+    return obj
