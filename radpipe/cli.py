@@ -183,10 +183,9 @@ def explain(
     from radpipe.pipeline import explain_from_folder, modelling_table
 
     spec, base = _load_recipe(recipe)
-    if not trust:
-        from radpipe.model.persist import load_model
+    from radpipe.model.persist import load_model
 
-        load_model(model_dir)  # refuse a tampered model before anything else
+    load_model(model_dir, trust=trust)  # refuse a tampered model before reading anything else
     X = modelling_table(read_feature_table(features), spec.extract.aggregate)
     y = images = None
     if cohort:
@@ -199,7 +198,7 @@ def explain(
         y = pd.read_csv(labels, dtype=str, encoding="utf-8-sig").set_index("case_id")["label"]
     chosen = [p.strip() for p in patients.split(",")] if patients else None
     explain_from_folder(model_dir, X, out, labels=y, images=images, settings=spec.explain, jobs=jobs,
-                        patients=chosen)
+                        patients=chosen, trust=trust)
     console.print(f"cohort report: [bold]{Path(out) / 'cohort.html'}[/]")
     return EXIT_OK
 

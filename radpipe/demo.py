@@ -64,10 +64,10 @@ def _smooth(array: np.ndarray, sigma: float) -> np.ndarray:
 
 
 def run_demo(out: Path, n_cases: int = 40, jobs: int = 2) -> Path:
-    """Generate the synthetic cohort under ``out/data`` and run ``pipelines/demo.yaml`` on it."""
+    """Generate the synthetic cohort under ``out/synthetic_cohort`` and run ``pipelines/demo.yaml`` on it."""
     from radpipe.pipeline import run_recipe
 
-    data = make_demo_cohort(out / "data", n_cases=n_cases)
+    data = make_demo_cohort(out / "synthetic_cohort", n_cases=n_cases)
     recipe = load_recipe(REPO_ROOT / "pipelines" / "demo.yaml")
     recipe = recipe.model_copy(update={"dataset": str(data.resolve())})
     result = run_recipe(recipe, REPO_ROOT / "pipelines", out, jobs=jobs)

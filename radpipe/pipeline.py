@@ -85,7 +85,8 @@ def train_from_tables(X: pd.DataFrame, y: pd.Series, settings, out_dir: Path, *,
 
 
 def explain_from_folder(model_dir: Path, X: pd.DataFrame, out_dir: Path, *, labels: pd.Series | None,
-                        images: dict | None, settings, jobs: int = 1, patients: list[str] | None = None):
+                        images: dict | None, settings, jobs: int = 1, patients: list[str] | None = None,
+                        trust: bool = False):
     from radpipe.explain.report import explain
 
     total = len(patients) if patients else len(X)
@@ -97,7 +98,7 @@ def explain_from_folder(model_dir: Path, X: pd.DataFrame, out_dir: Path, *, labe
             last["done"] = done
 
         return explain(model_dir, X, out_dir, labels=labels, images=images, patients=patients,
-                       settings=settings, n_jobs=jobs, progress=progress)
+                       settings=settings, n_jobs=jobs, progress=progress, trust=trust)
 
 
 def run_recipe(recipe: Recipe, recipe_dir: Path, out_dir: str | Path, *, jobs: int = 1,

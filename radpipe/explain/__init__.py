@@ -4,20 +4,34 @@
 >>> explain("out/models/rf", features, "out/explain", labels=labels, n_jobs=2)  # doctest: +SKIP
 """
 
-from radpipe.explain.lime_values import agreement, compute_lime
-from radpipe.explain.report import ExplainError, ExplainResult, explain, read_lesion_slice
-from radpipe.explain.settings import ExplainSettings
-from radpipe.explain.shap_values import (
-    ShapResult,
-    choose_explainer,
-    compute_shap,
-    final_features,
-    parse_feature_name,
-    to_original,
-)
+from importlib import import_module
 
-__all__ = [
-    "ExplainError", "ExplainResult", "ExplainSettings", "ShapResult", "agreement", "choose_explainer",
-    "compute_lime", "compute_shap", "explain", "final_features", "parse_feature_name", "read_lesion_slice",
-    "to_original",
-]
+# Imported on first use: radpipe.config reads radpipe.explain.settings for every CLI command, and
+# should not pay for shap's, lime's and matplotlib's import time.
+_EXPORTS = {
+    "agreement": "radpipe.explain.lime_values",
+    "compute_lime": "radpipe.explain.lime_values",
+    "ExplainError": "radpipe.explain.report",
+    "ExplainResult": "radpipe.explain.report",
+    "explain": "radpipe.explain.report",
+    "read_lesion_slice": "radpipe.explain.report",
+    "ExplainSettings": "radpipe.explain.settings",
+    "ShapResult": "radpipe.explain.shap_values",
+    "choose_explainer": "radpipe.explain.shap_values",
+    "compute_shap": "radpipe.explain.shap_values",
+    "final_features": "radpipe.explain.shap_values",
+    "parse_feature_name": "radpipe.explain.shap_values",
+    "to_original": "radpipe.explain.shap_values",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str):
+    if name in _EXPORTS:
+        return getattr(import_module(_EXPORTS[name]), name)
+    raise AttributeError(f"module 'radpipe.explain' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return __all__

@@ -260,7 +260,7 @@ def explain(
             "overlap": agree[c]["overlap"] if c in agree else None,
             "oof": perf.get("oof", {}).get(c),
         })
-    html = _env().get_template("cohort.html").render(
+    html = _env(settings.banner).get_template("cohort.html").render(
         title=f"{card.get('model_name', 'model')}: explanations", summary=summary, card=_card_rows(card),
         card_md=_read_text(model.path / "model_card.md"), figs={k: _b64(v) for k, v in figs.items()},
         perf=perf, metrics=perf.get("metrics_table"), has_oof=bool(perf.get("oof")), stability=stability, rows=cohort_rows,
@@ -394,6 +394,8 @@ def _performance(model_path, card, proba, labels, threshold, settings) -> dict:
     if pred_path.exists():
         try:
             pr = pd.read_csv(pred_path)
+            if "cohort" in pr.columns:  # external test cohorts are reported apart, not mixed into CV
+                pr = pr[pr["cohort"].fillna("cv").astype(str) == "cv"]
             if "model" in pr.columns and card.get("model_name") in set(pr["model"].astype(str)):
                 pr = pr[pr["model"].astype(str) == str(card["model_name"])]
             if "y_true" not in pr.columns and "label" in pr.columns:
@@ -604,7 +606,7 @@ def _render_patient(item, common, pages_dir: Path, fig_dir: Path) -> dict:
         atomic_write_bytes(fig_dir / f"{item['file']}_{key}.png", png)
     top = item["top"]
     lead = top[0] if top else None
-    html = _env().get_template("patient.html").render(
+    html = _env(s["banner"]).get_template("patient.html").render(
         title=f"Patient {c}", case_id=c, probability=prob, predicted=predicted, positive=positive,
         negative=negative, threshold=thr, label=item["label"], base=common["base"],
         figs={k: _b64(v) for k, v in figs.items()}, top=top, lime=lime.to_dict("records"), lime_bars=lime_bars,
@@ -666,11 +668,12 @@ def _grey(arr: np.ndarray, components: int) -> np.ndarray:
 
 
 @functools.cache
-def _env():
+def _env(banner: str = ""):
     from jinja2 import Environment, FileSystemLoader, StrictUndefined
 
     env = Environment(loader=FileSystemLoader(str(TEMPLATES)), autoescape=True, undefined=StrictUndefined,
                       trim_blocks=True, lstrip_blocks=True)
+    env.globals["banner"] = banner
     env.filters["num"] = _num
     env.filters["pct"] = lambda v: "–" if v is None or pd.isna(v) else f"{100 * float(v):.0f}%"
     env.filters["family_label"] = lambda f: {"shape": "shape", "first order": "first-order intensity",

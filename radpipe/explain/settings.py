@@ -70,4 +70,7 @@ class ExplainSettings(BaseModel):
             "HTML; the PNG costs about 0.1-0.3 s per patient)."
         ),
     )
+    banner: str = Field(
+        "", description="A line shown at the top of every report page, e.g. 'SYNTHETIC DATA' or a study name."
+    )
     images: bool = Field(True, description="Draw the image slice with the mask contour on patient pages.")
