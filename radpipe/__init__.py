@@ -40,7 +40,7 @@ _EXPORTS = {
     "train_models": ("radpipe.model.train", "train_models"),
     "load_model": ("radpipe.model.persist", "load_model"),
     "save_model": ("radpipe.model.persist", "save_model"),
-    "predict": ("radpipe.model.predict", "predict"),
+    "predict": ("radpipe.model.prediction", "predict"),
     "ExplainSettings": ("radpipe.explain.settings", "ExplainSettings"),
     "explain_model": ("radpipe.explain.report", "explain"),
     "run_recipe": ("radpipe.pipeline", "run_recipe"),

@@ -238,7 +238,7 @@ def predict(
     """Predict probabilities and classes (at the model's threshold) for new cases."""
     from radpipe.extract.tables import read_feature_table, write_csv
     from radpipe.model.persist import load_model
-    from radpipe.model.predict import predict as predict_cases
+    from radpipe.model.prediction import predict as predict_cases
 
     loaded = load_model(model, trust=trust)
     result = predict_cases(loaded, read_feature_table(features))
@@ -262,7 +262,7 @@ def evaluate(
 
     from radpipe.extract.tables import read_feature_table, write_csv
     from radpipe.model.persist import load_model
-    from radpipe.model.predict import evaluate as evaluate_model
+    from radpipe.model.prediction import evaluate as evaluate_model
 
     loaded = load_model(model, trust=trust)
     y = pd.read_csv(labels, dtype=str, encoding="utf-8-sig").set_index("case_id")["label"]

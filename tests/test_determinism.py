@@ -47,3 +47,18 @@ def test_parquet_metadata_holds_nothing_time_or_machine_dependent(tmp_path):
     )
     assert not re.search(r"\d{4}-\d{2}-\d{2}|\d{2}:\d{2}:\d{2}", text), text  # no dates or times
     assert str(tmp_path) not in text and "/tmp" not in text  # no paths
+
+
+def test_training_with_1_or_2_jobs_gives_byte_identical_results(tmp_path):
+    """Same data, recipe and seed: metrics, predictions and splits are byte-identical whatever --jobs."""
+    from tests.test_model_train import _cohort
+
+    from radpipe.model import ModelSettings, train_models
+
+    X, y, groups = _cohort(n=48)
+    for jobs in (1, 2):
+        settings = ModelSettings(models=["logreg", "rf"], outer_folds=3, inner_folds=3, bootstrap=50, n_jobs=jobs,
+                                 group_column="patient")
+        train_models(X, y, settings, tmp_path / f"jobs{jobs}", groups=groups)
+    for name in ("metrics.csv", "predictions.csv", "splits.json", "train_features.csv", "model_card.json"):
+        assert (tmp_path / "jobs1" / name).read_bytes() == (tmp_path / "jobs2" / name).read_bytes(), name

@@ -22,7 +22,7 @@ from radpipe.model.persist import save_model, write_model_card_md
 from radpipe.model.settings import ModelSettings
 from radpipe.model.validate import NestedCVResult, choose_threshold, nested_cv, refit_all
 
-METRICS_COLUMNS = ["cohort", "model", *METRIC_COLUMNS, "delong_p_vs_best", "auc_fold_mean", "auc_fold_sd", "seconds"]
+METRICS_COLUMNS = ["cohort", "model", *METRIC_COLUMNS, "delong_p_vs_best", "auc_fold_mean", "auc_fold_sd"]
 PREDICTION_COLUMNS = ["case_id", "model", "repeat", "fold", "label", "y_true", "y_prob", "cohort", "threshold", "y_pred"]
 
 THRESHOLD_RULE = (
@@ -137,8 +137,8 @@ def _summarise_cv(cv: NestedCVResult, X, y, y01, settings) -> tuple[pd.DataFrame
         row = metrics_with_ci(y01, probs, final_thresholds[name], y_pred=preds, n_boot=settings.bootstrap,
                               seed=settings.seed)
         fold_mean, fold_sd = _fold_auc_stats(fits, y01)
-        rows.append({"cohort": "cv", "model": name, **row, "auc_fold_mean": fold_mean, "auc_fold_sd": fold_sd,
-                     "seconds": round(cv.seconds[name], 2)})
+        # wall times go to timings.json, not here: metrics.csv must be byte-identical between runs
+        rows.append({"cohort": "cv", "model": name, **row, "auc_fold_mean": fold_mean, "auc_fold_sd": fold_sd})
         for fit in fits:
             pred_frames.append(pd.DataFrame({
                 "case_id": X.index[fit.test_idx], "model": name, "repeat": fit.repeat, "fold": fit.fold,
@@ -280,6 +280,8 @@ def train_models(
     metrics.to_csv(out_dir / "metrics.csv", index=False)
     predictions.to_csv(out_dir / "predictions.csv", index=False)
     _write_splits(out_dir, X, cv, settings, g is not None)
+    atomic_write_text(out_dir / "timings.json",
+                      json.dumps({name: round(sec, 2) for name, sec in cv.seconds.items()}, indent=2))
     X.reset_index().to_csv(out_dir / "train_features.csv", index=False)
     pd.DataFrame({"case_id": X.index, "label": y.to_numpy()}).to_csv(out_dir / "train_labels.csv", index=False)
 
