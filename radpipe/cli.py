@@ -14,7 +14,7 @@ from typing import Annotated
 
 import typer
 
-from radpipe.console import console, error, summary_table
+from radpipe.console import console, error, summary_table, warn
 
 app = typer.Typer(
     name="radpipe",
@@ -343,9 +343,15 @@ def tables_merge(
     if len(names) != len(tables):
         raise ConfigError(f"{len(tables)} tables but {len(names)} prefixes", key="--prefixes")
     merged = None
+    seen: set[str] = set()
     for path, prefix in zip(tables, names, strict=True):
         table = read_feature_table(path).add_prefix(prefix)
+        seen |= set(table.index)
         merged = table if merged is None else merged.join(table, how="inner")
+    dropped = sorted(seen - set(merged.index))
+    if dropped:
+        warn(f"{len(dropped)} case(s) are not in every table and were left out: {', '.join(dropped[:10])}"
+             + (" …" if len(dropped) > 10 else ""))
     write_csv(merged.reset_index(), out)
     console.print(f"{len(merged)} cases × {merged.shape[1]} columns → [bold]{out}[/]")
     return EXIT_OK
