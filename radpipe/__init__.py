@@ -30,6 +30,7 @@ _EXPORTS = {
     "load_datasets": ("radpipe.config", "load_datasets"),
     "ExtractSettings": ("radpipe.extract.settings", "ExtractSettings"),
     "extract_cohort": ("radpipe.extract.stage", "extract_cohort"),
+    "extract_features": ("radpipe.extract.stage", "extract_cohort"),  # the name issue #7 asked for
     "RadiomicsFeatures": ("radpipe._radiomics_features", "RadiomicsFeatures"),
     "cohort_paths": ("radpipe._radiomics_features", "cohort_paths"),
     "ModelSettings": ("radpipe.model.settings", "ModelSettings"),
@@ -43,6 +44,7 @@ _EXPORTS = {
     "predict": ("radpipe.model.prediction", "predict"),
     "ExplainSettings": ("radpipe.explain.settings", "ExplainSettings"),
     "explain_model": ("radpipe.explain.report", "explain"),
+    "write_reports": ("radpipe.explain.report", "explain"),  # SHAP/LIME tables + cohort and patient pages
     "run_recipe": ("radpipe.pipeline", "run_recipe"),
 }
 

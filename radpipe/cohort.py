@@ -103,9 +103,11 @@ def load_cohort(name_or_path: str | Path, *, datasets_file: str | Path | None = 
 
     Examples
     --------
-    >>> cohort = load_cohort("pyradiomics_samples")  # doctest: +SKIP
+    >>> cohort = load_cohort("sts_pet")  # a name from datasets.yaml (real data under RADPIPE_DATA)
     >>> cohort
-    Cohort('pyradiomics_samples', 5 cases, unlabelled)
+    Cohort('sts_pet', 39 cases, classes {metastasis: 16, no_metastasis: 23})
+    >>> cohort.cases[0].image.name, cohort.labels["STS_001"]
+    ('STS_001.nii.gz', 'no_metastasis')
     """
     name, spec = resolve_dataset(str(name_or_path), datasets_file=datasets_file, relative_to=relative_to)
     return discover(name, spec)

@@ -51,9 +51,8 @@ def test_parquet_metadata_holds_nothing_time_or_machine_dependent(tmp_path):
 
 def test_training_with_1_or_2_jobs_gives_byte_identical_results(tmp_path):
     """Same data, recipe and seed: metrics, predictions and splits are byte-identical whatever --jobs."""
-    from tests.test_model_train import _cohort
-
     from radpipe.model import ModelSettings, train_models
+    from tests.test_model_train import _cohort
 
     X, y, groups = _cohort(n=48)
     for jobs in (1, 2):
