@@ -12,8 +12,9 @@ Names are imported on first use, so ``import radpipe`` and ``radpipe --help`` st
 
 from __future__ import annotations
 
-from importlib import import_module
 from importlib.metadata import PackageNotFoundError, version
+
+from radpipe._lazy import lazy_exports
 
 try:
     __version__ = version("radpipe")
@@ -48,15 +49,4 @@ _EXPORTS = {
     "run_recipe": ("radpipe.pipeline", "run_recipe"),
 }
 
-__all__ = sorted(_EXPORTS) + ["__version__"]
-
-
-def __getattr__(name: str):
-    if name in _EXPORTS:
-        module, attribute = _EXPORTS[name]
-        return getattr(import_module(module), attribute)
-    raise AttributeError(f"module 'radpipe' has no attribute {name!r}")
-
-
-def __dir__() -> list[str]:
-    return __all__
+__getattr__, __dir__, __all__ = lazy_exports("radpipe", _EXPORTS)

@@ -4,7 +4,7 @@
 >>> explain("out/models/rf", features, "out/explain", labels=labels, n_jobs=2)  # doctest: +SKIP
 """
 
-from importlib import import_module
+from radpipe._lazy import lazy_exports
 
 # Imported on first use: radpipe.config reads radpipe.explain.settings for every CLI command, and
 # should not pay for shap's, lime's and matplotlib's import time.
@@ -24,14 +24,4 @@ _EXPORTS = {
     "to_original": "radpipe.explain.shap_values",
 }
 
-__all__ = sorted(_EXPORTS)
-
-
-def __getattr__(name: str):
-    if name in _EXPORTS:
-        return getattr(import_module(_EXPORTS[name]), name)
-    raise AttributeError(f"module 'radpipe.explain' has no attribute {name!r}")
-
-
-def __dir__() -> list[str]:
-    return __all__
+__getattr__, __dir__, __all__ = lazy_exports("radpipe.explain", _EXPORTS)

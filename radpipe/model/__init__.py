@@ -4,7 +4,7 @@ Names are imported on first use: ``radpipe.config`` reads ``radpipe.model.settin
 command, and should not pay for scikit-learn's and scipy's import time.
 """
 
-from importlib import import_module
+from radpipe._lazy import lazy_exports
 
 _EXPORTS = {
     "LoadedModel": "radpipe.model.persist",
@@ -22,14 +22,4 @@ _EXPORTS = {
     "build_pipeline": "radpipe.model.zoo",
 }
 
-__all__ = sorted(_EXPORTS)
-
-
-def __getattr__(name: str):
-    if name in _EXPORTS:
-        return getattr(import_module(_EXPORTS[name]), name)
-    raise AttributeError(f"module 'radpipe.model' has no attribute {name!r}")
-
-
-def __dir__() -> list[str]:
-    return __all__
+__getattr__, __dir__, __all__ = lazy_exports("radpipe.model", _EXPORTS)
