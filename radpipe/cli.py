@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 import sys
+import warnings
 from pathlib import Path
 from typing import Annotated
 
@@ -47,6 +48,9 @@ def guarded(command):
         from radpipe.errors import RadpipeError
 
         debug = kwargs.get("debug", False)
+        if not debug:
+            # loky's note that it replaced an idle worker is not something a user can act on
+            warnings.filterwarnings("ignore", message="A worker stopped while some jobs", category=UserWarning)
         try:
             code = command(*args, **kwargs)
         except RadpipeError as exc:  # refused input (e.g. a tampered model): nothing was computed
