@@ -20,11 +20,14 @@ from radpipe.console import console, error, summary_table, warn
 app = typer.Typer(
     name="radpipe",
     help="Radiomics from image + mask to validated, explained models.\n\n"
-    "Stages: [bold]extract[/] (pyradiomics features, QC ledger) → [bold]train[/] (nested CV, bootstrap CIs) → "
-    "[bold]explain[/] (SHAP/LIME HTML reports). [bold]run[/] chains all three from a recipe; "
-    "[bold]demo[/] runs them on a built-in synthetic cohort.",
+    "Stages: **extract** (pyradiomics features, QC ledger) → **train** (nested CV, bootstrap CIs) → "
+    "**explain** (SHAP/LIME HTML reports). **run** chains all three from a recipe; "
+    "**demo** runs them on a built-in synthetic cohort.\n\n"
+    "Try: `radpipe demo`, then `radpipe run pipelines/busi.yaml --out out/busi --jobs 2`.\n\n"
+    "Exit codes: 0 all went well, 1 some cases failed (see qc.csv), 2 configuration or usage error "
+    "(nothing computed), 3 a radpipe bug (rerun with --debug).",
     no_args_is_help=True,
-    rich_markup_mode="rich",
+    rich_markup_mode="markdown",
     pretty_exceptions_enable=False,
     context_settings={"help_option_names": ["-h", "--help"]},
 )
