@@ -111,6 +111,12 @@ def run_recipe(recipe: Recipe, recipe_dir: Path, out_dir: str | Path, *, jobs: i
     out_dir = Path(out_dir)
     cohort = load_cohort(recipe.dataset, relative_to=recipe_dir)
     external_cohorts = {name: load_cohort(name, relative_to=recipe_dir) for name in recipe.external}
+    classes = sorted(cohort.labels.unique())
+    if len(classes) < 2:  # say so before hours of extraction, not after
+        found = f"only {classes}" if classes else "no labels"
+        raise ConfigError(
+            f"dataset '{cohort.name}' has {found}: `radpipe run` trains a model and needs at least two outcome "
+            "classes in its labels file (use `radpipe extract` for feature tables alone)", key="dataset")
 
     extracted = extract_with_progress(cohort, recipe.extract, out_dir / "features", jobs=jobs, scheduler=scheduler,
                                       pseudonymise=pseudonymise)

@@ -56,3 +56,11 @@ def test_tampered_model_is_refused_before_unpickling(tmp_path):
     result = runner.invoke(app, ["predict", str(tmp_path / "m"), str(tmp_path / "f.csv"), "--out", str(tmp_path / "p.csv")])
     assert result.exit_code == 2
     assert "sha256" in result.output and "--trust" in result.output
+
+
+def test_run_on_an_unlabelled_dataset_stops_before_extracting(tmp_path, data_dir):
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text("name: x\ndataset: pyradiomics_samples\n")
+    result = runner.invoke(app, ["run", str(recipe), "--out", str(tmp_path / "out")])
+    assert result.exit_code == 2 and "no labels" in result.output
+    assert not (tmp_path / "out").exists()
