@@ -19,9 +19,6 @@ from radpipe.errors import CaseError
 from radpipe.extract import io, preprocess, qc
 from radpipe.extract.settings import ExtractSettings
 
-# Feature classes in pyradiomics' documented order; used to sort columns stably.
-FEATURE_CLASS_ORDER = ("shape", "shape2D", "firstorder", "glcm", "glrlm", "glszm", "gldm", "ngtdm")
-
 
 @dataclass
 class QCRow:
@@ -72,6 +69,7 @@ class CaseInput:
     label: int | None = None
     image_sha256: str = ""
     mask_sha256: str = ""
+    extra_sha256: tuple[str, ...] = ()
 
 
 _EXTRACTORS: dict[str, Any] = {}

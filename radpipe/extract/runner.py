@@ -87,9 +87,10 @@ def case_inputs(cohort: Cohort, settings: ExtractSettings, memo: DigestMemo | No
     memo = memo or DigestMemo()
     items = []
     for case in cohort.cases:
-        extra = tuple(str(p) for p in _extra_masks(cohort, case.case_id, settings))
+        extra = tuple(_extra_masks(cohort, case.case_id, settings))
         items.append(CaseInput(
-            case_id=case.case_id, image=str(case.image), mask=str(case.mask), extra_masks=extra,
+            case_id=case.case_id, image=str(case.image), mask=str(case.mask),
+            extra_masks=tuple(str(p) for p in extra), extra_sha256=tuple(memo.digest(p) for p in extra),
             spacing_2d=cohort.spec.spacing_2d, label=cohort.spec.mask_label,
             image_sha256=memo.digest(case.image), mask_sha256=memo.digest(case.mask),
         ))
@@ -109,7 +110,7 @@ def cache_key(item: CaseInput, settings: ExtractSettings) -> str:
         "case_id": item.case_id,
         "image": item.image_sha256,
         "mask": item.mask_sha256,
-        "extra": [file_digest(Path(p)) for p in item.extra_masks],
+        "extra": list(item.extra_sha256),
         "spacing_2d": item.spacing_2d,
         "label": item.label,
         "settings": settings.fingerprint(),
