@@ -225,6 +225,13 @@ def test_filter_margin_is_infinite_when_pyradiomics_normalises_or_resamples():
         assert margin == (math.inf,) * 3
 
 
+def test_filter_margin_is_infinite_for_filters_scaled_by_the_image_maximum():
+    # pyradiomics scales Square/SquareRoot/Logarithm/Exponential by max |intensity| of the image it is given
+    for name in ("Square", "SquareRoot", "Logarithm", "Exponential"):
+        margin = filter_margin_mm({"imageType": {"Original": {}, name: {}}}, (1, 1, 1))
+        assert margin == (math.inf,) * 3
+
+
 def test_filter_margin_unknown_filter_is_a_config_error():
     with pytest.raises(ConfigError, match="image type 'Sharpen' has no known filter footprint"):
         filter_margin_mm({"imageType": {"Sharpen": {}}}, (1, 1, 1))

@@ -329,7 +329,10 @@ def resample_grid(image: sitk.Image, spacing: Sequence[float]) -> sitk.Image:
 # --- filter-aware cropping ---------------------------------------------------------------------------------
 
 #: Filters that map each voxel on its own: no neighbourhood, no margin.
-_POINTWISE = {"original", "square", "squareroot", "logarithm", "exponential"}
+_POINTWISE = {"original"}
+#: Voxel-wise, but pyradiomics scales them by the largest |intensity| of the image it is given, so a crop
+#: with a different maximum changes every value (brain2 square Mean: 223.8 cropped vs 107.1 whole image).
+_WHOLE_IMAGE = {"square", "squareroot", "logarithm", "exponential"}
 
 
 def filter_margin_mm(settings: Mapping, spacing: Sequence[float]) -> tuple[float, ...]:
@@ -349,7 +352,9 @@ def filter_margin_mm(settings: Mapping, spacing: Sequence[float]) -> tuple[float
       voxels; we take the brief's conservative ``filter length * 2**(start_level + level)`` voxels, then add one
       voxel for the wrap padding pyradiomics adds to odd sizes.
     - Gradient: 2 voxels. LBP2D/LBP3D: ``(radius + 1) * levels`` voxels (LBP3D also on its icosphere radius).
-    - Original, Square, SquareRoot, Logarithm, Exponential: 0.
+    - Original: 0.
+    - Square, SquareRoot, Logarithm, Exponential: the whole image (``inf``). They map voxels one by one but
+      scale by the image's largest absolute intensity, which a crop changes.
 
     Cropping is *unsafe* when pyradiomics normalises the whole image (``normalize: true``: the statistics would
     change) or resamples (``resampledPixelSpacing``: its grid is derived from the crop's origin); the margin is
@@ -364,7 +369,8 @@ def filter_margin_mm(settings: Mapping, spacing: Sequence[float]) -> tuple[float
     spacing = np.array(spacing, dtype=float)
     image_types = settings.get("imageType") or {"Original": {}}
     general = dict(settings.get("setting") or {})
-    if general.get("normalize") or any(general.get("resampledPixelSpacing") or []):
+    if (general.get("normalize") or any(general.get("resampledPixelSpacing") or [])
+            or any(name.lower() in _WHOLE_IMAGE for name in image_types)):
         return tuple(math.inf for _ in spacing)
     margin = np.zeros_like(spacing)
     for name, custom in image_types.items():
