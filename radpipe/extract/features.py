@@ -2,12 +2,19 @@
 
 ``extract_case`` never raises. A case that cannot be processed comes back with status ``failed``
 and a reason a person can act on; the cohort runner records it in the QC ledger and goes on.
+
+A case with several ROIs (lesions, labels, extra masks) and a neighbourhood filter enabled (LoG,
+Wavelet, Gradient, LBP2D) has each filtered image computed once, on a crop covering every ROI, and
+every ROI's features computed from it (see :func:`_shared_filter_crop` for when, and why that gives
+the values of filtering each ROI alone).
 """
 
 from __future__ import annotations
 
 import logging
 import traceback
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -109,7 +116,9 @@ def extract_case(case: CaseInput, settings: ExtractSettings) -> CaseResult:
         return CaseResult.failure(case.case_id, reason, action="error", cacheable=False)
 
 
-def _extract_case(case: CaseInput, settings: ExtractSettings) -> CaseResult:
+def _extract_case(case: CaseInput, settings: ExtractSettings, *, share_filters: bool | None = None) -> CaseResult:
+    """``share_filters``: None decides by :func:`_shared_filter_crop`'s rule; False filters per ROI (for
+    benchmarks and tests); True shares whenever sharing is correct, whatever the crop sizes."""
     result = CaseResult(case.case_id)
     image, image_notes = io.read_image(case.image, spacing_2d=case.spacing_2d)
     mask, mask_notes = read_case_mask(Path(case.mask), image, settings.roi_name, case.spacing_2d)
@@ -147,14 +156,18 @@ def _extract_case(case: CaseInput, settings: ExtractSettings) -> CaseResult:
     # pyradiomics' own checks included, then works on the box instead of a 512x512x61 volume.
     margin = preprocess.filter_margin_mm(params, image.GetSpacing()) if settings.crop_for_filters else None
 
-    for roi_name, roi_mask in rois:
-        roi_image, roi_mask_cropped = image, roi_mask
-        if margin is not None:
-            roi_image, roi_mask_cropped = preprocess.crop_for_filters(image, roi_mask, margin)
-        try:
-            values = extractor.execute(roi_image, roi_mask_cropped, label=1)
-        except ValueError as exc:  # pyradiomics' own checks (e.g. ROI too small in one dimension)
-            raise CaseError(f"pyradiomics refused ROI '{roi_name}': {exc}") from None
+    crops = [(roi_name, *(preprocess.crop_for_filters(image, roi_mask, margin) if margin is not None
+                          else (image, roi_mask)))
+             for roi_name, roi_mask in rois]
+    shared = None
+    if share_filters is not False:
+        shared = _shared_filter_crop(extractor, image, [mask for _, mask in rois], crops, force=bool(share_filters))
+    if shared is None:
+        extracted = (_execute(extractor, roi_name, roi_image, roi_mask) for roi_name, roi_image, roi_mask in crops)
+    else:
+        extracted = iter(_execute_shared_filters(extractor, *shared, crops))
+
+    for (roi_name, roi_image, roi_mask_cropped), values in zip(crops, extracted, strict=True):
         row = {"case_id": case.case_id, "roi": roi_name}
         row.update({name: _to_float(value) for name, value in values.items() if not name.startswith("diagnostics_")})
         result.features.append(row)
@@ -165,6 +178,181 @@ def _extract_case(case: CaseInput, settings: ExtractSettings) -> CaseResult:
     if fixes:
         result.status = "fixed"
     return result
+
+
+def _execute(extractor, roi_name: str, image: sitk.Image, mask: sitk.Image) -> dict[str, Any]:
+    """pyradiomics' ``execute`` on one ROI's crop: the per-ROI path."""
+    try:
+        return extractor.execute(image, mask, label=1)
+    except ValueError as exc:  # pyradiomics' own checks (e.g. ROI too small in one dimension)
+        raise CaseError(f"pyradiomics refused ROI '{roi_name}': {exc}") from None
+
+
+# --- filtering once for several ROIs -----------------------------------------------------------------------
+
+#: Image types whose filtered value at a voxel depends only on the image within the filter margin around it
+#: (``preprocess.filter_margin_mm``), so one filtered crop serves every ROI it covers. The others stay per ROI:
+#: Square, SquareRoot, Logarithm and Exponential rescale by the largest |intensity| of the image they are given
+#: (so by the crop's), LBP3D is computed at the mask's voxels only, and Original has nothing to filter.
+_SHAREABLE_IMAGE_TYPES = {"log", "wavelet", "gradient", "lbp2d"}
+
+
+def _shared_filter_crop(extractor, image: sitk.Image, roi_masks: list[sitk.Image],
+                        crops: list[tuple[str, sitk.Image, sitk.Image]], *, force: bool = False,
+                        ) -> tuple[sitk.Image, sitk.Image, list[np.ndarray]] | None:
+    """The crop on which to filter once for all ROIs, the union of the ROI masks on it, and where each ROI's crop
+    starts in it; or None to filter per ROI.
+
+    The shared crop is the bounding box of the per-ROI crops, i.e. the union of the ROIs' boxes plus the same
+    per-axis margin, clamped to the image (the whole image when radpipe does not crop). Every ROI's crop is a
+    sub-box of it, and a filter whose value at a voxel depends only on the image within the margin gives there
+    the same value on either: Wavelet and Gradient bit for bit (the stationary wavelet transform is translation
+    equivariant, and wrap-padding odd sizes only touches the crop's edge), LoG within the accuracy the margin
+    already buys (its recursive Gaussian reaches the crop edge, now further away). Both paths yield the same
+    images: pyradiomics skips a LoG sigma on an image under ``ceil(sigma / spacing) + 1`` (or 4) voxels along an
+    axis, and a per-ROI crop with the LoG margin (``8 sigma`` + 2 voxels each side) is only that small where it
+    is the whole image's extent, as the shared crop then is too.
+
+    Rule: share when there are several ROIs, at least one image type in ``_SHAREABLE_IMAGE_TYPES`` is enabled,
+    pyradiomics itself does not resample or pre-crop per ROI (``resampledPixelSpacing``, ``preCrop``), every ROI
+    mask is on the image's grid, and the shared crop has no more voxels than the per-ROI crops together. Filtering
+    costs about the same per voxel, so sharing then never filters more voxels than per-ROI filtering; ROIs far
+    apart in a large image (a box mostly between them) stay per ROI. ``force`` skips the voxel comparison.
+    """
+    if len(crops) < 2 or not any(t.lower() in _SHAREABLE_IMAGE_TYPES for t in extractor.enabledImagetypes):
+        return None
+    general = extractor.settings
+    if general.get("resampledPixelSpacing") or general.get("preCrop"):
+        return None
+    grid = (image.GetSize(), image.GetOrigin(), image.GetSpacing())
+    if any((m.GetSize(), m.GetOrigin(), m.GetSpacing()) != grid for m in roi_masks):
+        return None
+    starts = [np.array(image.TransformPhysicalPointToIndex(roi_image.GetOrigin())) for _, roi_image, _ in crops]
+    sizes = [np.array(roi_image.GetSize()) for _, roi_image, _ in crops]
+    low = np.min(starts, axis=0)
+    high = np.max([start + size for start, size in zip(starts, sizes, strict=True)], axis=0)
+    if not force and np.prod(high - low) > sum(np.prod(size) for size in sizes):
+        return None
+    size, index = [int(v) for v in high - low], [int(v) for v in low]
+    shared_image, union = image, None
+    if np.any(low > 0) or np.any(high < np.array(image.GetSize())):
+        shared_image = sitk.RegionOfInterest(image, size, index)
+    for mask in roi_masks:
+        mask = sitk.RegionOfInterest(mask, size, index) != 0
+        union = mask if union is None else union | mask
+    return shared_image, union, [start - low for start in starts]
+
+
+@dataclass
+class _PreparedROI:
+    """One ROI after steps 1-5 of pyradiomics' ``execute`` on its own crop."""
+
+    name: str
+    image: sitk.Image
+    mask: sitk.Image
+    bounding_box: np.ndarray
+    start: np.ndarray  # where this ROI's crop starts in the shared crop
+    parts: dict[str, dict[str, Any]]  # features per image type, in computing order
+
+
+def _execute_shared_filters(extractor, shared_image: sitk.Image, shared_mask: sitk.Image, starts: list[np.ndarray],
+                            crops: list[tuple[str, sitk.Image, sitk.Image]]) -> list[dict[str, Any]]:
+    """pyradiomics' ``execute(roi_image, roi_mask, label=1)`` for every ROI crop, with each image type in
+    ``_SHAREABLE_IMAGE_TYPES`` filtered once on ``shared_image`` instead of once per ROI.
+
+    Everything except those filters runs on each ROI's own crop, exactly as ``execute`` would: loading
+    (normalisation included), the mask checks and bounding box, re-segmentation, shape, Original and the
+    per-ROI image types. Each filtered image is then cut to every ROI's crop (with the crop's geometry) and
+    goes through ``cropToTumorMask`` and ``computeFeatures`` as in ``execute``; it is dropped before the next
+    one is computed, so at most one filtered image (or one wavelet level's set) is held. Feature names and
+    order are ``execute``'s: shape, then each image type in its enabled order.
+    """
+    from radiomics import featureextractor, imageoperations
+
+    settings = extractor.settings.copy()
+    settings["label"] = 1
+    if featureextractor.geometryTolerance != settings.get("geometryTolerance"):
+        extractor._setTolerance()  # as execute does, in case another extractor changed SimpleITK's tolerance
+
+    prepared = []
+    shape: dict[str, dict[str, Any]] = {}
+    for (roi_name, roi_image, roi_mask), start in zip(crops, starts, strict=True):
+        with _refused(roi_name):
+            image, mask, bounding_box, shape[roi_name] = _prepare_roi(extractor, roi_image, roi_mask, settings)
+        prepared.append(_PreparedROI(roi_name, image, mask, bounding_box, start, {}))
+
+    loaded = None
+    for image_type, custom in extractor.enabledImagetypes.items():
+        args = {**settings, **custom}
+        generate = getattr(imageoperations, f"get{image_type}Image")
+        if image_type.lower() not in _SHAREABLE_IMAGE_TYPES:
+            for roi in prepared:
+                with _refused(roi.name):
+                    roi.parts[image_type] = _features(extractor, roi, generate(roi.image, roi.mask, **args))
+            continue
+        if loaded is None:
+            # the shared crop loaded as execute loads an image (normalised, if enabled: the crop is then the whole
+            # image); the shareable filters do not read the mask
+            loaded, loaded_mask = extractor.loadImage(shared_image, shared_mask, None, **settings)
+        for roi in prepared:
+            roi.parts[image_type] = {}
+        for filtered, image_name, kwargs in generate(loaded, loaded_mask, **args):
+            for roi in prepared:
+                piece = sitk.RegionOfInterest(filtered, list(roi.image.GetSize()), [int(v) for v in roi.start])
+                piece.CopyInformation(roi.image)
+                with _refused(roi.name):
+                    roi.parts[image_type].update(_features(extractor, roi, [(piece, image_name, kwargs)]))
+            del filtered, piece  # before the generator makes the next one: one filtered image held at a time
+
+    results = []
+    for roi in prepared:
+        values = dict(shape[roi.name])
+        for image_type in extractor.enabledImagetypes:
+            values.update(roi.parts[image_type])
+        results.append(values)
+    return results
+
+
+def _prepare_roi(extractor, image: sitk.Image, mask: sitk.Image,
+                 settings: dict) -> tuple[sitk.Image, sitk.Image, np.ndarray, dict[str, Any]]:
+    """Steps 1-5 of pyradiomics' ``execute`` (segment-based, no provenance): load, check, re-segment, shape."""
+    from radiomics import imageoperations
+
+    image, mask = extractor.loadImage(image, mask, None, **settings)
+    bounding_box, corrected = imageoperations.checkMask(image, mask, **settings)
+    if corrected is not None:
+        mask = corrected
+    resegmented = None
+    if settings.get("resegmentRange", None) is not None:
+        resegmented = imageoperations.resegmentMask(image, mask, **settings)
+        bounding_box, _ = imageoperations.checkMask(image, resegmented, **settings)
+    resegment_shape = settings.get("resegmentShape", False)
+    if resegment_shape and resegmented is not None:
+        mask = resegmented
+    shape = extractor.computeShape(image, mask, bounding_box, **settings)
+    if not resegment_shape and resegmented is not None:
+        mask = resegmented
+    return image, mask, bounding_box, shape
+
+
+def _features(extractor, roi: _PreparedROI, images) -> dict[str, Any]:
+    """Step 6 of ``execute`` for one ROI: each (image, name, settings) cropped to the ROI and its features."""
+    from radiomics import imageoperations
+
+    values: dict[str, Any] = {}
+    for image, image_name, kwargs in images:
+        image, mask = imageoperations.cropToTumorMask(image, roi.mask, roi.bounding_box, padDistance=0)
+        values.update(extractor.computeFeatures(image, mask, image_name, **kwargs))
+    return values
+
+
+@contextmanager
+def _refused(roi_name: str) -> Iterator[None]:
+    """pyradiomics' ValueError for one ROI becomes the CaseError the per-ROI path raises."""
+    try:
+        yield
+    except ValueError as exc:
+        raise CaseError(f"pyradiomics refused ROI '{roi_name}': {exc}") from None
 
 
 def read_case_mask(path: Path, image: sitk.Image, roi_name: str | None,
