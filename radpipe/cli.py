@@ -130,6 +130,9 @@ def train(
     group_column: Annotated[str | None, typer.Option(help="Column in --labels that groups cases for grouped CV.")] = None,
     models: Annotated[str | None, typer.Option(help="Comma-separated model names, e.g. svm,rf,xgb.")] = None,
     positive_class: Annotated[str | None, typer.Option(help="Outcome value counted as positive.")] = None,
+    batch_column: Annotated[str | None, typer.Option(
+        help="Column in --labels naming each case's scanner/centre: harmonise the features with ComBat, "
+        "fitted inside every training fold.")] = None,
     jobs: Jobs = 1,
     debug: Debug = False,
 ) -> int:
@@ -141,7 +144,7 @@ def train(
     import pandas as pd
 
     from radpipe.extract.tables import read_feature_table
-    from radpipe.pipeline import labelled, modelling_table, train_from_tables
+    from radpipe.pipeline import batch_labels, labelled, modelling_table, train_from_tables, with_batch
 
     spec, _ = _load_recipe(recipe)
     update = {"n_jobs": jobs}
@@ -151,6 +154,8 @@ def train(
         update["positive_class"] = positive_class
     if group_column:
         update["group_column"] = group_column
+    if batch_column:
+        update.update(harmonise="combat", batch_column=batch_column)
     settings = type(spec.model).model_validate({**spec.model.model_dump(), **update})
     table = pd.read_csv(labels, dtype=str, encoding="utf-8-sig").set_index("case_id")
     if label_column not in table.columns:
@@ -160,6 +165,11 @@ def train(
                           key="--label-column")
     X = modelling_table(read_feature_table(features), spec.extract.aggregate)
     X, y = labelled(X, table[label_column].dropna())
+    if settings.harmonise:
+        batches = batch_labels(table, X.index, settings, file=str(labels), outer_folds=settings.outer_folds,
+                               name=f"--labels {labels.name}",
+                               key="--batch-column" if batch_column else "model.batch_column")
+        X = with_batch(X, batches, settings.batch_column)
     groups = table.loc[X.index, settings.group_column] if settings.group_column else None
     result = train_from_tables(X, y, settings, out, groups=groups)
     summary_table(f"models → {out}", [
@@ -233,22 +243,46 @@ def run(
     return EXIT_CASES_FAILED if result.n_failed else EXIT_OK
 
 
+def _labels_table(path: Path):
+    """A labels CSV (case_id plus outcome, batch, ... columns) as text, indexed by case_id."""
+    import pandas as pd
+
+    from radpipe.errors import ConfigError
+
+    table = pd.read_csv(path, dtype=str, encoding="utf-8-sig")
+    if "case_id" not in table.columns:
+        raise ConfigError(f"no column 'case_id' (columns: {list(table.columns)})", file=str(path), key="--labels")
+    return table.set_index("case_id")
+
+
 @app.command()
 @guarded
 def predict(
     model: Annotated[Path, typer.Argument(help="Model folder or model.joblib written by `radpipe train`.")],
     features: Annotated[Path, typer.Argument(help="Feature table of new cases (same columns as training).")],
     out: Annotated[Path, typer.Option("--out", "-o", help="CSV for the predictions.")],
+    labels: Annotated[Path | None, typer.Option(
+        help="CSV with case_id and the batch (scanner/centre) column of a model trained with harmonisation "
+        "(e.g. the labels file given to `radpipe train --batch-column`); not needed when the feature table "
+        "has that column, ignored for other models. No outcome column is needed.")] = None,
     trust: Annotated[bool, typer.Option(help="Open a model file that has no valid sha256 sidecar.")] = False,
     debug: Debug = False,
 ) -> int:
-    """Predict probabilities and classes (at the model's threshold) for new cases."""
+    """Predict probabilities and classes for new cases.
+
+    A binary model writes case_id, y_prob (of the positive class) and predicted (at the model's threshold);
+    a multi-class model writes one y_prob_<class> column per class and predicted, the most probable class.
+    A model trained with ComBat harmonisation needs each case's batch (its model card's cv.batch_column):
+    a column of the feature table, or else of the --labels CSV.
+    """
     from radpipe.extract.tables import read_feature_table, write_csv
     from radpipe.model.persist import load_model
     from radpipe.model.prediction import predict as predict_cases
+    from radpipe.model.prediction import with_batches
 
     loaded = load_model(model, trust=trust)
-    result = predict_cases(loaded, read_feature_table(features))
+    X = with_batches(loaded, read_feature_table(features), _labels_table(labels) if labels else None)
+    result = predict_cases(loaded, X)
     write_csv(result.reset_index() if "case_id" not in result.columns else result, out)
     console.print(f"{len(result)} predictions → [bold]{out}[/]")
     return EXIT_OK
@@ -259,21 +293,31 @@ def predict(
 def evaluate(
     model: Annotated[Path, typer.Argument(help="Model folder written by `radpipe train`.")],
     features: Annotated[Path, typer.Argument(help="Feature table of a labelled test cohort.")],
-    labels: Annotated[Path, typer.Option(help="CSV with case_id,label.")],
+    labels: Annotated[Path, typer.Option(
+        help="CSV with case_id,label (and, for a model trained with harmonisation, its batch column when the "
+        "feature table lacks it).")],
     out: Annotated[Path | None, typer.Option("--out", "-o", help="CSV for the metrics row.")] = None,
     trust: Annotated[bool, typer.Option(help="Open a model file that has no valid sha256 sidecar.")] = False,
     debug: Debug = False,
 ) -> int:
-    """Score a saved model on a labelled external cohort (metrics with bootstrap CIs)."""
-    import pandas as pd
+    """Score a saved model on a labelled external cohort (metrics with bootstrap CIs).
 
+    For a multi-class model: macro one-vs-rest AUC, per-class AUC (auc_ovr_<class>) and macro-averaged metrics.
+    A model trained with ComBat harmonisation reads each case's batch (its model card's cv.batch_column) from
+    the feature table, or else from --labels.
+    """
+    from radpipe.errors import ConfigError
     from radpipe.extract.tables import read_feature_table, write_csv
     from radpipe.model.persist import load_model
     from radpipe.model.prediction import evaluate as evaluate_model
+    from radpipe.model.prediction import with_batches
 
     loaded = load_model(model, trust=trust)
-    y = pd.read_csv(labels, dtype=str, encoding="utf-8-sig").set_index("case_id")["label"]
-    X = read_feature_table(features)
+    table = _labels_table(labels)
+    if "label" not in table.columns:
+        raise ConfigError(f"no column 'label' (columns: {list(table.columns)})", file=str(labels), key="--labels")
+    y = table["label"]
+    X = with_batches(loaded, read_feature_table(features), table)
     common = [c for c in X.index if c in y.index]
     metrics = evaluate_model(loaded, X.loc[common], y.loc[common])
     console.print(metrics.T.to_string())

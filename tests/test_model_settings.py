@@ -27,3 +27,33 @@ def test_unknown_model_names_the_choices():
 def test_ensembles_pull_in_their_members():
     settings = ModelSettings(models=["logreg", "voting"], ensemble_members=["logreg", "rf"])
     assert settings.base_models() == ["logreg", "rf"]
+
+
+def test_harmonise_needs_a_batch_column_and_the_batch_column_needs_harmonise():
+    with pytest.raises(ValidationError, match="harmonise: combat needs batch_column"):
+        ModelSettings(harmonise="combat")
+    with pytest.raises(ValidationError, match="only used for harmonisation"):
+        ModelSettings(batch_column="scanner")
+    with pytest.raises(ValidationError, match="cannot harmonise a batch it was not fitted on"):
+        ModelSettings(harmonise="combat", batch_column="centre", group_column="centre")
+    with pytest.raises(ValidationError, match="harmonise"):
+        ModelSettings(harmonise="neurocombat", batch_column="scanner")
+
+
+def test_rebalance_choices_and_the_model_card_summary():
+    with pytest.raises(ValidationError, match="'smote', 'random_over' or 'random_under'"):
+        ModelSettings(rebalance="adasyn")
+    default = ModelSettings().cv_summary()
+    assert (default["harmonise"], default["batch_column"], default["rebalance"]) == (None, None, None)
+    summary = ModelSettings(harmonise="combat", batch_column="scanner", rebalance="smote").cv_summary()
+    assert (summary["harmonise"], summary["batch_column"], summary["rebalance"]) == ("combat", "scanner", "smote")
+
+
+def test_cv_summary_names_the_inner_scoring_and_the_strata():
+    default = ModelSettings().cv_summary()
+    assert default["outer"] == "RepeatedStratifiedKFold(5 folds x 1 repeats)"          # binary cards unchanged
+    assert default["inner"] == "grid search, 3-fold stratified CV, scoring roc_auc"
+    assert ModelSettings().cv_summary(scoring="roc_auc_ovr")["inner"].endswith("scoring roc_auc_ovr")
+    harmonised = ModelSettings(harmonise="combat", batch_column="scanner").cv_summary()
+    assert harmonised["outer"].startswith("RepeatedStratifiedKFold(5 folds x 1 repeats), stratified on outcome x batch")
+    assert harmonised["inner"].startswith("grid search, 3-fold stratified CV on outcome x batch (on the outcome alone")

@@ -132,12 +132,12 @@ def test_load_refuses_a_tampered_model(trained, tmp_path):
         load_model(copy)
 
 
-def test_rejects_multiclass_and_unknown_positive_class(tmp_path):
+def test_rejects_positive_class_of_a_multiclass_outcome_and_unknown_positive_class(tmp_path):
     X, y, _ = _cohort(n=20)
     y3 = y.copy()
-    y3.iloc[:3] = "other"
-    with pytest.raises(ConfigError, match="3 classes"):
-        train_models(X, y3, SETTINGS, tmp_path)
+    y3.iloc[:3] = "other"   # three classes are a multi-class outcome (tests/test_model_multiclass.py)
+    with pytest.raises(ConfigError, match="applies only to a binary outcome.*3 classes"):
+        train_models(X, y3, SETTINGS.model_copy(update={"positive_class": "malignant"}), tmp_path)
     with pytest.raises(ConfigError, match="positive_class"):
         train_models(X, y, SETTINGS.model_copy(update={"positive_class": "cancer"}), tmp_path)
 

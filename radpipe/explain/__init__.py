@@ -19,6 +19,7 @@ _EXPORTS = {
     "ShapResult": "radpipe.explain.shap_values",
     "choose_explainer": "radpipe.explain.shap_values",
     "compute_shap": "radpipe.explain.shap_values",
+    "compute_shap_classes": "radpipe.explain.shap_values",
     "final_features": "radpipe.explain.shap_values",
     "parse_feature_name": "radpipe.explain.shap_values",
     "to_original": "radpipe.explain.shap_values",

@@ -29,6 +29,8 @@ def compute_lime(
     seed: int = 42,
     n_jobs: int = 1,
     perturb: list[str] | None = None,
+    case_classes: dict | None = None,
+    fixed: list[str] | None = None,
 ) -> pd.DataFrame:
     """LIME weights for the positive-class probability of each case in ``X``.
 
@@ -47,6 +49,11 @@ def compute_lime(
     perturb : the columns LIME varies (default: all). ``explain`` passes the input features that reach the final
         estimator: columns dropped by feature selection cannot change the prediction, and perturbing them only
         adds noise to LIME's local fit (and time). The other columns keep the case's own values.
+    case_classes : case_id -> column of ``predict_proba`` to explain for that case (e.g. its predicted class
+        under a multi-class model); cases not in it use ``positive_index``.
+    fixed : columns that are not features (e.g. the batch column a ComBat step reads, possibly text): every
+        perturbed sample keeps the case's own value, they are never perturbed and never reported, whatever
+        ``perturb`` says.
 
     Returns
     -------
@@ -54,12 +61,14 @@ def compute_lime(
     (``score`` is the R^2 of LIME's local linear fit), ``top`` rows per case.
     """
     columns = list(X.columns)
-    medians = X_train[columns].median(numeric_only=True).reindex(columns).fillna(0.0)
-    train = X_train[columns].astype(float).fillna(medians).to_numpy()
-    cases = X[columns].astype(float).fillna(medians)
-    varied = [c for c in columns if perturb is None or c in set(perturb)] or columns
-    args = dict(pipeline=pipeline, train=train[:, [columns.index(c) for c in varied]], columns=columns,
-                varied=varied, pos=positive_index,
+    kept = [c for c in columns if c in set(fixed or ())]
+    numeric = [c for c in columns if c not in kept]
+    medians = X_train[numeric].median(numeric_only=True).reindex(numeric).fillna(0.0)
+    train = X_train[numeric].astype(float).fillna(medians).to_numpy()
+    cases = X[numeric].astype(float).fillna(medians)
+    varied = [c for c in numeric if perturb is None or c in set(perturb)] or numeric
+    args = dict(pipeline=pipeline, train=train[:, [numeric.index(c) for c in varied]], columns=columns,
+                numeric=numeric, kept=X[kept], varied=varied, pos=positive_index, case_classes=case_classes or {},
                 class_names=class_names, num_samples=num_samples, top=top, seed=seed)
     n = len(cases)
     if n == 0:
@@ -83,23 +92,29 @@ def _explain_cases(cases, **kwargs):
         return _explain_cases_1(cases, **kwargs)
 
 
-def _explain_cases_1(cases, *, pipeline, train, columns, varied, pos, class_names, num_samples, top, seed):
+def _explain_cases_1(cases, *, pipeline, train, columns, numeric, kept, varied, pos, case_classes, class_names,
+                     num_samples, top, seed):
     from lime.lime_tabular import LimeTabularExplainer
 
     explainer = LimeTabularExplainer(
         train, feature_names=varied, class_names=class_names, mode="classification",
         discretize_continuous=True, random_state=seed,
     )
-    where = [columns.index(c) for c in varied]
+    where = [numeric.index(c) for c in varied]
 
     rows = []
+    default = pos
     for case_id, full in cases.iterrows():
         row = full[varied]
+        pos = int(case_classes.get(case_id, default))
 
-        def predict(A, full=full.to_numpy(dtype=float)):
+        def predict(A, full=full.to_numpy(dtype=float), own=kept.loc[case_id]):
             table = np.repeat(full[None, :], len(A), axis=0)
             table[:, where] = A
-            return pipeline.predict_proba(pd.DataFrame(table, columns=columns))
+            frame = pd.DataFrame(table, columns=numeric)
+            if len(own):  # the columns held at the case's own value (e.g. its scanner), in the pipeline's order
+                frame = frame.assign(**own.to_dict())[columns]
+            return pipeline.predict_proba(frame)
 
         rng = np.random.RandomState(case_seed(seed, case_id))
         explainer.random_state = rng  # both draw from the case's own stream

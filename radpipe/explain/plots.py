@@ -346,3 +346,109 @@ def heatmap(matrix: pd.DataFrame, *, title: str, vmin: float = -1, vmax: float =
     ax.set_title(title, fontsize=9)
     fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04)
     return _png(fig)
+
+
+# ---------------------------------------------------------------- multi-class figures
+
+CLASS_COLOURS = ("#2471a3", "#c0392b", "#27ae60", "#8e44ad", "#d35400", "#16a085", "#7f8c8d", "#b7950b",
+                 "#2c3e50", "#e84393")
+
+
+def _class_colour(k: int) -> str:
+    return CLASS_COLOURS[k % len(CLASS_COLOURS)]
+
+
+def roc_curves_ovr(y: np.ndarray, prob: np.ndarray, classes: list[str], *, n_boot: int = 1000,
+                   seed: int = 42) -> tuple[bytes, dict]:
+    """One-vs-rest ROC curve of each class and the macro AUC with a 95% bootstrap CI (cases resampled).
+
+    ``y`` holds class indices into ``classes``, ``prob`` is (cases x classes). Classes absent from ``y``
+    get no curve; the macro AUC averages the classes present (as the model stage's metrics do).
+    """
+    from sklearn.metrics import roc_auc_score, roc_curve
+
+    y, prob = np.asarray(y, dtype=int), np.asarray(prob, dtype=float)
+
+    def per_class(yy, pp):
+        return [roc_auc_score(yy == k, pp[:, k]) if 0 < (yy == k).sum() < len(yy) else np.nan
+                for k in range(len(classes))]
+
+    aucs = per_class(y, prob)
+    rng = np.random.default_rng(seed)
+    boot = []
+    for _ in range(n_boot):
+        idx = rng.integers(0, len(y), len(y))
+        values = np.array(per_class(y[idx], prob[idx]))
+        if np.isfinite(values).any():
+            boot.append(np.nanmean(values))
+    fig = Figure(figsize=(4.8, 4.4))
+    ax = fig.add_subplot()
+    for k, name in enumerate(classes):
+        if np.isfinite(aucs[k]):
+            fpr, tpr, _ = roc_curve(y == k, prob[:, k])
+            ax.plot(fpr, tpr, color=_class_colour(k), lw=1.6, label=f"{_short(name, 24)} vs rest: AUC {aucs[k]:.3f}")
+    ax.plot([0, 1], [0, 1], color=GREY, lw=0.8, ls="--")
+    ax.set_xlabel("1 − specificity")
+    ax.set_ylabel("sensitivity")
+    ax.set_xlim(0, 1)
+    ax.set_ylim(0, 1.01)
+    ax.set_aspect("equal")
+    ax.legend(loc="lower right", fontsize=7, frameon=False)
+    macro = float(np.nanmean(aucs)) if np.isfinite(aucs).any() else float("nan")
+    stats = {"auc": macro, "auc_ci_low": None, "auc_ci_high": None, "n": int(len(y)),
+             "per_class": {str(c): (float(a) if np.isfinite(a) else None) for c, a in zip(classes, aucs, strict=True)}}
+    if boot:
+        stats["auc_ci_low"], stats["auc_ci_high"] = (float(v) for v in np.percentile(boot, [2.5, 97.5]))
+    ax.set_title(f"one-vs-rest ROC, macro AUC {macro:.3f}", fontsize=9)
+    return _png(fig), stats
+
+
+def confusion_multiclass(y: np.ndarray, pred: np.ndarray, classes: list[str]) -> tuple[bytes, list[list[int]]]:
+    """K x K confusion matrix of true class (rows) against predicted, most probable, class (columns)."""
+    y, pred = np.asarray(y, dtype=int), np.asarray(pred, dtype=int)
+    k = len(classes)
+    m = np.bincount(y * k + pred, minlength=k * k).reshape(k, k)
+    size = 2.6 + 0.6 * k
+    fig = Figure(figsize=(size + 0.4, size))
+    ax = fig.add_subplot()
+    ax.imshow(m, cmap="Blues", vmin=0, vmax=max(1, m.max()) * 1.3)
+    for t in range(k):
+        for q in range(k):
+            ax.text(q, t, f"{m[t, q]}\n({m[t, q] / max(1, m[t].sum()):.0%})", ha="center", va="center",
+                    fontsize=9 if k <= 4 else 7)
+    ax.set_xticks(range(k), [f"predicted\n{_short(c, 14)}" for c in classes], fontsize=7)
+    ax.set_yticks(range(k), [f"true\n{_short(c, 14)}" for c in classes], fontsize=7)
+    ax.set_title("most probable class (share of row)", fontsize=9)
+    return _png(fig), m.tolist()
+
+
+def class_magnitude_bars(frame: pd.DataFrame, *, xlabel: str) -> bytes:
+    """Stacked horizontal bars: rows are features (largest total on top), columns are classes."""
+    f = frame.loc[frame.sum(axis=1).sort_values(kind="stable").index]
+    fig = Figure(figsize=(7.6, 0.34 * len(f) + 1.4))
+    ax = fig.add_subplot()
+    left = np.zeros(len(f))
+    for k, name in enumerate(f.columns):
+        ax.barh(range(len(f)), f[name].to_numpy(dtype=float), left=left, color=_class_colour(k), height=0.65,
+                label=str(name))
+        left += f[name].to_numpy(dtype=float)
+    ax.set_yticks(range(len(f)), [_short(i, 60) for i in f.index], fontsize=8)
+    ax.set_xlabel(xlabel)
+    ax.legend(fontsize=7, frameon=False, title="class", title_fontsize=7, loc="lower right")
+    ax.spines[["top", "right"]].set_visible(False)
+    return _png(fig)
+
+
+def dependence_by_class(name: str, x: pd.Series, shap_by_class: dict[str, pd.Series]) -> bytes:
+    """SHAP value of one feature towards each class (one colour per class) against the feature's value."""
+    fig = Figure(figsize=(4.2, 3.4))
+    ax = fig.add_subplot()
+    for k, (label, s) in enumerate(shap_by_class.items()):
+        ax.scatter(x, s, s=9, lw=0, color=_class_colour(k), alpha=0.75, label=str(label))
+    ax.legend(fontsize=7, frameon=False, title="towards class", title_fontsize=7)
+    ax.axhline(0, color=GREY, lw=0.8)
+    ax.set_xlabel(_short(name, 50), fontsize=8)
+    ax.set_ylabel("SHAP value", fontsize=8)
+    ax.tick_params(labelsize=7)
+    ax.spines[["top", "right"]].set_visible(False)
+    return _png(fig)

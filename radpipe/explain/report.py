@@ -3,6 +3,10 @@ self-contained HTML reports (``cohort.html`` and one ``patients/<case_id>.html``
 
 ``explain`` is the entry point; everything it reads from the model folder besides the model itself
 (metrics, out-of-fold predictions, training features, outer-fold models, the model card text) is optional.
+
+A binary model is explained on the probability of its positive class. A multi-class model is explained on
+the probability of every class (SHAP per class, cohort figures per class, importance averaged over classes);
+each patient page explains the patient's predicted (most probable) class, with SHAP and LIME.
 """
 
 from __future__ import annotations
@@ -30,11 +34,13 @@ from radpipe.explain.settings import ExplainSettings
 from radpipe.explain.shap_values import (
     ShapResult,
     compute_shap,
+    compute_shap_classes,
     final_estimator,
     grouped,
     original_name_map,
     parse_feature_name,
     positive_index,
+    predicted_class_view,
     to_original,
 )
 from radpipe.model.persist import load_model
@@ -51,10 +57,12 @@ class ExplainResult:
     out_dir : the output folder.
     cohort_page : path of ``cohort.html``.
     patient_pages : case_id -> path of its page.
-    shap : the SHAP values of every case (final-estimator features).
+    shap : the SHAP values of every case (final-estimator features); for a multi-class model, towards each
+        case's predicted class (``base_value`` is then a Series per case).
     shap_original : the same summed onto the input feature names.
     lime : LIME weights (long table) of the cases with a page.
     summary : the content of ``summary.json``.
+    shap_by_class : multi-class models only: class -> SHAP values of every case on that class's probability.
     """
 
     out_dir: Path
@@ -64,6 +72,7 @@ class ExplainResult:
     shap_original: pd.DataFrame
     lime: pd.DataFrame
     summary: dict = field(default_factory=dict)
+    shap_by_class: dict[str, ShapResult] = field(default_factory=dict)
 
     def __repr__(self) -> str:
         return (f"ExplainResult({len(self.patient_pages)} patient pages, explainer={self.shap.explainer!r}, "
@@ -113,44 +122,78 @@ def explain(
     model_dir, out_dir = Path(model_dir), Path(out_dir)
     model = load_model(model_dir, trust=trust)
     card, pipe = model.card, model.pipeline
-    names = [str(n) for n in (card.get("feature_names") or features.columns)]
-    X = _feature_table(features, names)
+    columns = [str(n) for n in (card.get("feature_names") or features.columns)]
+    # a harmonised model also reads each case's batch (scanner, centre): an input column, never a feature
+    batch = model.batch_column if model.batch_column in columns else None
+    names = [n for n in columns if n != batch]
+    X = _feature_table(features, columns, batch=batch)
     positive = card.get("positive_class")
     est = final_estimator(pipe)
-    pos = positive_index(est.classes_, positive)
-    classes = [str(c) for c in card.get("classes") or est.classes_]
-    negative = next((c for c in classes if c != str(positive)), "negative")
-    threshold = model.threshold
-    X_train = _training_features(model.path, names)
+    multiclass = len(est.classes_) > 2
+    if multiclass:  # one-vs-rest view: no positive class and no threshold; classes in predict_proba order
+        classes = [str(c) for c in card.get("classes") or []]
+        classes = classes if len(classes) == len(est.classes_) else [str(c) for c in est.classes_]
+        pos, negative, threshold = None, "other classes", None
+    else:
+        pos = positive_index(est.classes_, positive)
+        classes = [str(c) for c in card.get("classes") or est.classes_]
+        negative = next((c for c in classes if c != str(positive)), "negative")
+        threshold = model.threshold
+    X_train = _training_features(model.path, columns, batch=batch)
     train_note = "training features of the model folder"
     if X_train is None:
         X_train, train_note = X, "the explained cases (the model folder has no train_features.csv)"
     labels = _align_labels(labels, X.index)
 
     page_cases = _page_cases(X.index, patients, settings.max_patients)
-    proba = pd.Series(pipe.predict_proba(X)[:, pos], index=X.index, name="probability")
+    class_proba = predicted = None
+    if multiclass:
+        class_proba = pd.DataFrame(pipe.predict_proba(X), index=X.index, columns=classes)
+        predicted = pd.Series(np.asarray(classes, dtype=object)[class_proba.to_numpy().argmax(axis=1)],
+                              index=X.index, name="predicted")
+        proba = pd.Series(class_proba.to_numpy().max(axis=1) if len(X) else [], index=X.index, name="probability",
+                          dtype=float)
+    else:
+        proba = pd.Series(pipe.predict_proba(X)[:, pos], index=X.index, name="probability")
 
     timings: dict[str, float] = {}
     tick = time.time()
-    shap_res = compute_shap(
-        pipe, X, X_train, positive_class=positive, explainer=settings.explainer,
-        background=settings.shap_background, agnostic_background=settings.agnostic_background,
-        max_evals=settings.shap_max_evals, seed=settings.seed, n_jobs=n_jobs,
-    )
-    additivity = float(np.max(np.abs(shap_res.base_value + shap_res.values.sum(axis=1) - proba))) if len(X) else 0.0
+    shap_args = dict(explainer=settings.explainer, background=settings.shap_background,
+                     agnostic_background=settings.agnostic_background, max_evals=settings.shap_max_evals,
+                     seed=settings.seed, n_jobs=n_jobs)
+    shap_by_class: dict[str, ShapResult] = {}
+    if multiclass:
+        shap_by_class = compute_shap_classes(pipe, X, X_train, class_names=classes, **shap_args)
+        shap_res = predicted_class_view(shap_by_class, predicted)
+        additivity = max((float(np.max(np.abs(r.base_value + r.values.sum(axis=1) - class_proba[c])))
+                          for c, r in shap_by_class.items()), default=0.0) if len(X) else 0.0
+    else:
+        shap_res = compute_shap(pipe, X, X_train, positive_class=positive, **shap_args)
+        additivity = float(np.max(np.abs(shap_res.base_value + shap_res.values.sum(axis=1) - proba))) if len(X) else 0.0
     shap_orig = to_original(shap_res.values, names)
+    shap_orig_by_class = {c: to_original(r.values, names) for c, r in shap_by_class.items()}
     timings["shap"], tick = time.time() - tick, time.time()
     lime = compute_lime(
-        pipe, X.loc[page_cases], X_train, positive_index=pos, class_names=[str(c) for c in est.classes_],
+        pipe, X.loc[page_cases], X_train, positive_index=0 if multiclass else pos,
+        class_names=classes if multiclass else [str(c) for c in est.classes_],
         num_samples=settings.lime_samples, top=settings.lime_top, seed=settings.seed, n_jobs=n_jobs,
         perturb=_reaching_inputs(shap_res.values.columns, names),
+        case_classes={c: classes.index(predicted[c]) for c in page_cases} if multiclass else None,
+        fixed=[batch] if batch else None,
     )
+    if multiclass:
+        lime.insert(1, "explained_class", lime["case_id"].map(predicted))
 
     timings["lime"], tick = time.time() - tick, time.time()
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "figures").mkdir(exist_ok=True)
-    _write_csv(out_dir / "shap_values.csv", shap_res.to_frame())
-    _write_csv(out_dir / "shap_values_original.csv", shap_orig.assign(base_value=shap_res.base_value))
+    if multiclass:  # long tables: one block of rows per class, the class in the first column
+        _write_csv(out_dir / "shap_values.csv", _by_class_table({c: r.to_frame() for c, r in shap_by_class.items()}))
+        _write_csv(out_dir / "shap_values_original.csv", _by_class_table(
+            {c: shap_orig_by_class[c].assign(base_value=r.base_value) for c, r in shap_by_class.items()}))
+    else:
+        _write_csv(out_dir / "shap_values.csv", shap_res.to_frame())
+        _write_csv(out_dir / "shap_values_original.csv", shap_orig.assign(base_value=shap_res.base_value))
     atomic_write_text(out_dir / "lime.csv", lime.to_csv(index=False, float_format="%.12g"))
 
     # agreement between the top SHAP and top LIME features of each case with a page
@@ -158,13 +201,24 @@ def explain(
     agree = {c: agreement(shap_orig.loc[c], lime_by_case.get(c, lime.iloc[:0]), settings.lime_top)
              for c in page_cases}
 
-    stability = _fold_stability(model.path, X, X_train, names, positive, settings, n_jobs)
+    stability = _fold_stability(model.path, X, X_train, names, positive, settings, n_jobs, multiclass=multiclass)
     timings["fold_stability"], tick = time.time() - tick, time.time()
-    perf = _performance(model.path, card, proba, labels, threshold, settings)
-    mean_abs = shap_orig.abs().mean().sort_values(ascending=False, kind="stable")
+    if multiclass:
+        perf = _performance_multiclass(model.path, card, classes, class_proba, labels, settings)
+        # importance of a feature: its mean |SHAP| on each class's probability, averaged over the classes
+        per_class_abs = pd.DataFrame({c: t.abs().mean() for c, t in shap_orig_by_class.items()},
+                                     index=shap_orig.columns)
+        mean_abs = per_class_abs.mean(axis=1).sort_values(ascending=False, kind="stable")
+        family_abs = pd.concat([grouped(t, "family").abs().mean() for t in shap_orig_by_class.values()],
+                               axis=1).mean(axis=1).sort_values(ascending=False)
+        filter_abs = pd.concat([grouped(t, "filter").abs().mean() for t in shap_orig_by_class.values()],
+                               axis=1).mean(axis=1).sort_values(ascending=False)
+    else:
+        perf = _performance(model.path, card, proba, labels, threshold, settings)
+        mean_abs = shap_orig.abs().mean().sort_values(ascending=False, kind="stable")
+        family_abs = grouped(shap_orig, "family").abs().mean().sort_values(ascending=False)
+        filter_abs = grouped(shap_orig, "filter").abs().mean().sort_values(ascending=False)
     top_names = [n for n in mean_abs.index[: settings.top_features] if mean_abs[n] > 0]
-    family_abs = grouped(shap_orig, "family").abs().mean().sort_values(ascending=False)
-    filter_abs = grouped(shap_orig, "filter").abs().mean().sort_values(ascending=False)
 
     # -------- patient pages
     mapping = original_name_map(shap_res.values.columns, names)
@@ -176,8 +230,9 @@ def explain(
         positive=str(positive), negative=negative, threshold=threshold, base=shap_res.base_value,
         settings=settings.model_dump(), explainer=shap_res.explainer, notes=shap_res.notes,
         model_name=str(card.get("model_name", "model")), out_dir=str(out_dir), draw_images=settings.images,
+        multiclass=multiclass,
     )
-    train_num = X_train.apply(pd.to_numeric, errors="coerce")
+    train_num = X_train[names].apply(pd.to_numeric, errors="coerce")
     items = []
     for c in page_cases:
         contrib = shap_res.values.loc[c]
@@ -200,15 +255,31 @@ def explain(
             "filter": grouped(shap_orig.loc[[c]], "filter").iloc[0],
             "image": tuple(map(str, images[c])) if images and c in images else None,
         })
+        if multiclass:  # the page explains the predicted class against the others
+            items[-1].update(predicted=str(predicted[c]), base=float(shap_res.base_value[c]),
+                             class_probs=[(k, float(class_proba.loc[c, k])) for k in classes])
     tick = time.time()
     rows = _render_all(items, common, pages_dir, out_dir / "figures" / "patients", n_jobs, progress)
     timings["patient_pages"], tick = time.time() - tick, time.time()
     patients_table = pd.DataFrame(rows).set_index("case_id") if rows else pd.DataFrame()
 
     # -------- cohort page
-    raw_all = X.apply(pd.to_numeric, errors="coerce")
+    raw_all = X[names].apply(pd.to_numeric, errors="coerce")
     figs = {}
-    if len(X):
+    if len(X) and multiclass:
+        shown = [n for n in mean_abs.index[:15] if mean_abs[n] > 0] or list(mean_abs.index[:15])
+        for k, c in enumerate(classes):
+            figs[f"beeswarm_{k}"] = plots.beeswarm(shap_orig_by_class[c][shown], raw_all.reindex(columns=shown),
+                                                   top=15, seed=settings.seed)
+        figs["mean_abs"] = plots.class_magnitude_bars(per_class_abs.loc[mean_abs.index[: settings.top_features]],
+                                                      xlabel="mean |SHAP value| on each class's probability")
+        figs["groups"] = plots.grouped_bars(family_abs, filter_abs, xlabel="mean |summed SHAP value|",
+                                            color="#34495e")
+        for k, name in enumerate(top_names[: settings.dependence_plots]):
+            x = raw_all[name] if name in raw_all else shap_orig[name] * np.nan
+            figs[f"dependence_{k + 1}"] = plots.dependence_by_class(
+                name, x, {c: shap_orig_by_class[c][name] for c in classes})
+    elif len(X):
         shown = [n for n in mean_abs.index[:15] if mean_abs[n] > 0] or list(mean_abs.index[:15])
         figs["beeswarm"] = plots.beeswarm(shap_orig[shown], raw_all.reindex(columns=shown), top=15,
                                           seed=settings.seed)
@@ -249,16 +320,22 @@ def explain(
         "settings": settings.model_dump(),
         "files": sorted(str(p.relative_to(out_dir)) for p in out_dir.glob("*.csv")),
     }
+    if multiclass:
+        summary.update(outcome_type="multiclass", classes=classes,
+                       base_value={c: r.base_value for c, r in shap_by_class.items()},
+                       mean_abs_shap_by_class={c: {n: float(per_class_abs.loc[n, c]) for n in top_names}
+                                               for c in classes})
     cohort_rows = []
     for c in X.index:
         pr = float(proba[c])
+        oof = perf.get("oof", {}).get(c)
         cohort_rows.append({
             "case_id": c, "file": file_names.get(c), "probability": pr,
-            "predicted": str(positive) if pr >= threshold else negative,
+            "predicted": str(predicted[c]) if multiclass else str(positive) if pr >= threshold else negative,
             "label": None if labels is None or pd.isna(labels.get(c)) else str(labels[c]),
             "top_feature": shap_orig.loc[c].abs().idxmax() if shap_orig.shape[1] else "",
             "overlap": agree[c]["overlap"] if c in agree else None,
-            "oof": perf.get("oof", {}).get(c),
+            "oof": oof.get(str(predicted[c])) if multiclass and oof is not None else oof,
         })
     html = _env(settings.banner).get_template("cohort.html").render(
         title=f"{card.get('model_name', 'model')}: explanations", summary=summary, card=_card_rows(card),
@@ -267,6 +344,7 @@ def explain(
         top=summary["top_features"], dependence=[(n, f"dependence_{k + 1}") for k, n in
                                                   enumerate(top_names[: settings.dependence_plots])],
         positive=str(positive), negative=negative, threshold=threshold, notes=shap_res.notes,
+        multiclass=multiclass, classes=classes,
         generated=_dt.datetime.now(_dt.UTC).strftime("%Y-%m-%d %H:%M UTC"), versions=software_versions(),
     )
     cohort_page = out_dir / "cohort.html"
@@ -277,6 +355,9 @@ def explain(
     summary["elapsed_seconds"] = round(time.time() - started, 2)
     summary["timings_seconds"] = {k: round(v, 2) for k, v in timings.items()}
     summary["patients"] = {c: {"probability": float(proba[c]), **agree[c]} for c in page_cases}
+    if multiclass:
+        for c in page_cases:
+            summary["patients"][c]["predicted"] = str(predicted[c])
     atomic_write_text(out_dir / "summary.json", json.dumps(_jsonable(summary), indent=2))
     atomic_write_text(out_dir / "manifest.json", json.dumps(_jsonable({
         "stage": "explain", "versions": software_versions(), "settings": settings.model_dump(),
@@ -288,17 +369,22 @@ def explain(
     return ExplainResult(
         out_dir=out_dir, cohort_page=cohort_page,
         patient_pages={c: pages_dir / f"{file_names[c]}.html" for c in page_cases},
-        shap=shap_res, shap_original=shap_orig, lime=lime, summary=summary,
+        shap=shap_res, shap_original=shap_orig, lime=lime, summary=summary, shap_by_class=shap_by_class,
     )
 
 
 # ---------------------------------------------------------------- inputs
 
 
-def _feature_table(features: pd.DataFrame, names: list[str]) -> pd.DataFrame:
+def _feature_table(features: pd.DataFrame, names: list[str], batch: str | None = None) -> pd.DataFrame:
+    """The model's input columns of ``features``, numeric; the batch column of a harmonised model kept as given."""
     df = features
     if "case_id" in df.columns and df.index.name != "case_id":
         df = df.set_index("case_id")
+    if batch is not None and batch not in df.columns:
+        raise ExplainError(
+            f"the model harmonises features with ComBat and needs each case's batch (scanner, centre) in a column "
+            f"'{batch}', which the feature table lacks: add the '{batch}' column of the cohort's labels to it")
     missing = [n for n in names if n not in df.columns]
     if missing:
         shown = ", ".join(missing[:5]) + (f" and {len(missing) - 5} more" if len(missing) > 5 else "")
@@ -306,7 +392,7 @@ def _feature_table(features: pd.DataFrame, names: list[str]) -> pd.DataFrame:
             f"the feature table lacks {len(missing)} of the model's {len(names)} features ({shown}): "
             "extract features with the same settings the model was trained on"
         )
-    X = df[names].apply(pd.to_numeric, errors="coerce")
+    X = _numeric(df[names], batch)
     X.index = X.index.map(str)
     X.index.name = "case_id"
     if X.index.has_duplicates:
@@ -315,17 +401,27 @@ def _feature_table(features: pd.DataFrame, names: list[str]) -> pd.DataFrame:
     return X
 
 
-def _training_features(model_path: Path, names: list[str]) -> pd.DataFrame | None:
+def _numeric(df: pd.DataFrame, batch: str | None) -> pd.DataFrame:
+    """Every column as numbers (unreadable cells NaN), except the batch column, kept as it is."""
+    out = df.drop(columns=[batch]).apply(pd.to_numeric, errors="coerce") if batch else df.apply(
+        pd.to_numeric, errors="coerce")
+    if batch:
+        out[batch] = df[batch]
+        out = out[list(df.columns)]
+    return out
+
+
+def _training_features(model_path: Path, names: list[str], batch: str | None = None) -> pd.DataFrame | None:
     path = model_path / "train_features.csv"
     if not path.exists():
         return None
     try:
-        df = pd.read_csv(path)
+        df = pd.read_csv(path, dtype={batch: str} if batch else None)  # batch labels as written ("007" stays)
         if "case_id" in df.columns:
             df = df.set_index("case_id")
         if not set(names) <= set(df.columns):
             return None
-        return df[names].apply(pd.to_numeric, errors="coerce")
+        return _numeric(df[names], batch)
     except Exception as exc:  # an unreadable optional file must not stop the reports
         warnings.warn(f"ignoring {path}: {exc}", stacklevel=2)
         return None
@@ -428,6 +524,54 @@ def _performance(model_path, card, proba, labels, threshold, settings) -> dict:
     return out
 
 
+def _performance_multiclass(model_path, card, classes, class_proba, labels, settings) -> dict:
+    """One-vs-rest ROC curves and the confusion matrix of the most probable class, from out-of-fold
+    predictions (``y_prob_<class>`` columns of predictions.csv), else from the labels given."""
+    out: dict = {"source": None, "figures": {}}
+    y = p = None
+    prob_cols = [f"y_prob_{c}" for c in classes]
+    pred_path = model_path / "predictions.csv"
+    if pred_path.exists():
+        try:
+            pr = pd.read_csv(pred_path)
+            if "cohort" in pr.columns:  # external test cohorts are reported apart, not mixed into CV
+                pr = pr[pr["cohort"].fillna("cv").astype(str) == "cv"]
+            if "model" in pr.columns and card.get("model_name") in set(pr["model"].astype(str)):
+                pr = pr[pr["model"].astype(str) == str(card["model_name"])]
+            pr = pr.assign(y_true=pd.Categorical(pr["label"].astype(str), categories=classes).codes)
+            per_case = pr.groupby(pr["case_id"].astype(str)).agg(
+                y_true=("y_true", "first"), **{col: (col, "mean") for col in prob_cols})
+            per_case = per_case[per_case["y_true"] >= 0]
+            y, p = per_case["y_true"].to_numpy(dtype=int), per_case[prob_cols].to_numpy(dtype=float)
+            out["oof"] = {case: dict(zip(classes, map(float, row), strict=True))
+                          for case, row in zip(per_case.index, p, strict=True)}
+            repeats = pr["repeat"].nunique() if "repeat" in pr.columns else 1
+            out["source"] = (f"out-of-fold predictions of the model folder ({len(per_case)} cases"
+                             + (f", probabilities averaged over {repeats} repeats" if repeats > 1 else "") + ")")
+        except Exception as exc:
+            warnings.warn(f"ignoring {pred_path}: {exc}", stacklevel=2)
+            y = p = None
+    if y is None and labels is not None and labels.notna().any():
+        known = labels.dropna().astype(str)
+        known = known[known.isin(classes)]
+        y = pd.Categorical(known, categories=classes).codes.astype(int)
+        p = class_proba.loc[known.index].to_numpy(dtype=float)
+        out["source"] = (f"the final model on the {len(known)} explained cases with a label: apparent performance, "
+                         "optimistic when these cases were used for training")
+    if y is not None and len(np.unique(y)) >= 2:
+        out["figures"]["roc"], out["roc"] = plots.roc_curves_ovr(y, p, classes, n_boot=settings.bootstrap,
+                                                                 seed=settings.seed)
+        out["figures"]["confusion"], out["confusion_matrix"] = plots.confusion_multiclass(
+            y, p.argmax(axis=1), classes)
+    metrics_path = model_path / "metrics.csv"
+    if metrics_path.exists():
+        try:
+            out["metrics_table"] = _metrics_table(pd.read_csv(metrics_path), card.get("model_name"))
+        except Exception as exc:
+            warnings.warn(f"ignoring {metrics_path}: {exc}", stacklevel=2)
+    return out
+
+
 def _metrics_table(df: pd.DataFrame, model_name) -> dict:
     """Metrics with their CIs merged into one cell ("0.87 (0.81–0.92)"), the chosen model's rows first."""
     if "model" in df.columns and model_name in set(df["model"].astype(str)):
@@ -449,7 +593,7 @@ def _metrics_table(df: pd.DataFrame, model_name) -> dict:
     return {"columns": cols, "rows": rows}
 
 
-def _fold_stability(model_path, X, X_train, names, positive, settings, n_jobs) -> dict:
+def _fold_stability(model_path, X, X_train, names, positive, settings, n_jobs, multiclass: bool = False) -> dict:
     """Spearman correlation of mean |SHAP| between the outer-fold models, on a seeded sample of cases.
 
     Model-agnostic explainers use 200 evaluations per case here (unless ``shap_max_evals`` is set): a ranking of
@@ -460,7 +604,8 @@ def _fold_stability(model_path, X, X_train, names, positive, settings, n_jobs) -
     if len(fold_dirs) < 2:
         return {"n_folds": len(fold_dirs), "note": "fewer than two outer-fold models in the model folder"}
     sample = X.sample(n=min(settings.stability_cases, len(X)), random_state=settings.seed)
-    args = dict(sample=sample, X_train=X_train, names=names, positive=positive, settings=settings)
+    args = dict(sample=sample, X_train=X_train, names=names, positive=positive, settings=settings,
+                multiclass=multiclass)
     if n_jobs > 1:
         from joblib import Parallel, delayed
 
@@ -485,11 +630,17 @@ def _fold_stability(model_path, X, X_train, names, positive, settings, n_jobs) -
     }
 
 
-def _fold_mean_abs(fold_dir, *, sample, X_train, names, positive, settings):
+def _fold_mean_abs(fold_dir, *, sample, X_train, names, positive, settings, multiclass=False):
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             m = load_model(fold_dir)
+        if multiclass:  # mean |SHAP| on each class's probability, averaged over the classes
+            by_class = compute_shap_classes(
+                m.pipeline, sample, X_train, explainer=settings.explainer, background=settings.shap_background,
+                agnostic_background=settings.agnostic_background, max_evals=settings.shap_max_evals or 200,
+                seed=settings.seed, n_jobs=1)
+            return pd.concat([to_original(r.values, names).abs().mean() for r in by_class.values()], axis=1).mean(axis=1)
         res = compute_shap(m.pipeline, sample, X_train, positive_class=positive, explainer=settings.explainer,
                            background=settings.shap_background, agnostic_background=settings.agnostic_background,
                            max_evals=settings.shap_max_evals or 200, seed=settings.seed, n_jobs=1)
@@ -537,17 +688,20 @@ def _render_all(items, common, pages_dir, fig_dir, n_jobs, progress) -> list[dic
     return rows
 
 
-def _waterfall(contrib: pd.Series, raw: pd.Series, base: float, prob: float, threshold: float, top: int) -> dict:
+def _waterfall(contrib: pd.Series, raw: pd.Series, base: float, prob: float, threshold: float | None,
+               top: int) -> dict:
     """Rows of an HTML waterfall: from the base value, the ``top`` largest contributions, the rest, to ``prob``.
 
-    Positions are percentages of a probability axis that spans every intermediate value.
+    Positions are percentages of a probability axis that spans every intermediate value (and the threshold,
+    unless it is None, as for a multi-class model).
     """
     order = contrib.abs().sort_values(ascending=False, kind="stable").index
     steps = [(name, float(contrib[name])) for name in order[:top]]
     if len(order) > top:
         steps.append((f"{len(order) - top} other features", float(contrib[order[top:]].sum())))
     points = np.cumsum([base] + [d for _, d in steps])
-    lo, hi = float(min(points.min(), threshold)), float(max(points.max(), threshold))
+    marks = points if threshold is None else np.append(points, threshold)
+    lo, hi = float(marks.min()), float(marks.max())
     span = max(hi - lo, 0.05)
     lo, hi = max(0.0, lo - 0.08 * span), min(1.0, hi + 0.08 * span)
     span = hi - lo
@@ -563,7 +717,8 @@ def _waterfall(contrib: pd.Series, raw: pd.Series, base: float, prob: float, thr
         level += d
     step = next(s for s in (0.01, 0.02, 0.05, 0.1, 0.2, 0.25) if span / s <= 8)
     ticks = [(at(t), f"{t:.2f}") for t in np.arange(np.ceil(lo / step) * step, hi + 1e-9, step)]
-    return {"rows": rows, "ticks": ticks, "base": at(base), "prob": at(prob), "threshold": at(threshold),
+    return {"rows": rows, "ticks": ticks, "base": at(base), "prob": at(prob),
+            "threshold": None if threshold is None else at(threshold),
             "base_value": base, "probability": prob}
 
 
@@ -580,15 +735,20 @@ def _render_batch(items, common, pages_dir, fig_dir):
 
 def _render_patient(item, common, pages_dir: Path, fig_dir: Path) -> dict:
     c, prob, thr = item["case_id"], item["probability"], common["threshold"]
-    positive, negative = common["positive"], common["negative"]
-    predicted = positive if prob >= thr else negative
+    positive, negative, base = common["positive"], common["negative"], common["base"]
+    multiclass = common.get("multiclass", False)
+    if multiclass:  # explain the predicted class against the others; no threshold
+        predicted = positive = item["predicted"]
+        base = item["base"]
+    else:
+        predicted = positive if prob >= thr else negative
     s = common["settings"]
     figs = {}
     if s["waterfall_png"]:
         atomic_write_bytes(fig_dir / f"{item['file']}_waterfall.png", plots.waterfall(
-            item["contrib"], item["raw"], common["base"], prob, top=s["top_features"], threshold=thr,
+            item["contrib"], item["raw"], base, prob, top=s["top_features"], threshold=thr,
             positive=positive))
-    waterfall = _waterfall(item["contrib"], item["raw"], common["base"], prob, thr, s["top_features"])
+    waterfall = _waterfall(item["contrib"], item["raw"], base, prob, thr, s["top_features"])
     lime = item["lime"]
     # LIME and the grouped sums are drawn as HTML bars: text stays selectable and pages render fast
     lime_bars = _bars(pd.Series(lime["weight"].to_numpy(), index=lime["feature_rule"]))
@@ -608,7 +768,8 @@ def _render_patient(item, common, pages_dir: Path, fig_dir: Path) -> dict:
     lead = top[0] if top else None
     html = _env(s["banner"]).get_template("patient.html").render(
         title=f"Patient {c}", case_id=c, probability=prob, predicted=predicted, positive=positive,
-        negative=negative, threshold=thr, label=item["label"], base=common["base"],
+        negative=negative, threshold=thr, label=item["label"], base=base,
+        multiclass=multiclass, class_probs=item.get("class_probs"),
         figs={k: _b64(v) for k, v in figs.items()}, top=top, lime=lime.to_dict("records"), lime_bars=lime_bars,
         group_bars=group_bars, waterfall=waterfall,
         agreement=item["agreement"], explainer=common["explainer"], notes=common["notes"], image_note=image_note,
@@ -727,6 +888,11 @@ def _sha_of(path: Path) -> str | None:
 
 def _write_csv(path: Path, df: pd.DataFrame) -> None:
     atomic_write_text(path, df.to_csv(float_format="%.12g"))
+
+
+def _by_class_table(frames: dict[str, pd.DataFrame]) -> pd.DataFrame:
+    """Per-class tables (same index and columns) stacked into one, the class in a first ``class`` column."""
+    return pd.concat([frame.assign(**{"class": name})[["class", *frame.columns]] for name, frame in frames.items()])
 
 
 def _jsonable(obj):

@@ -1,4 +1,5 @@
-"""SHAP values of a fitted radpipe pipeline on the probability of the positive class, as tidy tables.
+"""SHAP values of a fitted radpipe pipeline on the probability of the positive class (of every class, for a
+multi-class model), as tidy tables.
 
 The explainer follows the final estimator: exact interventional TreeSHAP for tree ensembles, the
 linear explainer for logistic regression, a model-agnostic explainer (permutation or kernel) with a
@@ -33,9 +34,10 @@ class ShapResult:
     ----------
     values : DataFrame
         case_id x final-estimator feature, on the probability scale of the positive class.
-    base_value : float
+    base_value : float or Series
         Mean predicted probability over the background (sigmoid of the mean log-odds for the linear
-        explainer); ``base_value + values.sum(axis=1)`` is each case's predicted probability.
+        explainer); ``base_value + values.sum(axis=1)`` is each case's predicted probability. A Series
+        (per case) when each case is explained for its own class (see :func:`predicted_class_view`).
     features : DataFrame
         The values the final estimator saw (after imputation, scaling, selection, ...).
     explainer : str
@@ -100,6 +102,9 @@ def choose_explainer(estimator, requested: str = "auto") -> str:
         return requested
     name = type(estimator).__name__
     if name in TREE_MODELS:
+        # shap's TreeExplainer gives probabilities of multi-class boosted trees only for random forests' kind
+        if len(getattr(estimator, "classes_", ())) > 2 and name not in PROBABILITY_TREES:
+            return "permutation"
         return "tree"
     if name in LINEAR_MODELS and np.ndim(getattr(estimator, "coef_", None)) == 2 and len(estimator.classes_) == 2:
         return "linear"
@@ -202,6 +207,79 @@ def compute_shap(
     return ShapResult(values=frame, base_value=base, features=Xt, explainer=kind, notes=notes)
 
 
+def compute_shap_classes(
+    pipeline,
+    X: pd.DataFrame,
+    X_train: pd.DataFrame,
+    *,
+    class_names: list[str] | None = None,
+    explainer: str = "auto",
+    background: int = 50,
+    agnostic_background: int = 20,
+    max_evals: int | None = None,
+    seed: int = 42,
+    n_jobs: int = 1,
+) -> dict[str, ShapResult]:
+    """SHAP values of a multi-class ``pipeline`` on the probability of every class, in one pass.
+
+    Returns ``{class name: ShapResult}`` in the order of ``predict_proba``'s columns (``class_names``
+    names them; default: the estimator's ``classes_``). The explainer is chosen as in
+    :func:`compute_shap`, except that the linear explainer (one log-odds, not a softmax) and TreeSHAP
+    of boosted trees (no probability output for several classes in shap) give way to the permutation
+    explainer. For each class, ``base_value + values.sum(axis=1)`` is that class's probability.
+    Parameters as in :func:`compute_shap`.
+    """
+    est = final_estimator(pipeline)
+    n_classes = len(est.classes_)
+    names = [str(c) for c in (class_names if class_names is not None else est.classes_)]
+    if len(names) != n_classes:
+        raise ValueError(f"{len(names)} class names for a model with {n_classes} classes")
+    kind = choose_explainer(est, explainer)
+    notes: list[str] = []
+    if kind == "linear" or (kind == "tree" and type(est).__name__ not in PROBABILITY_TREES):
+        notes.append(f"the {kind} explainer cannot give the class probabilities of this multi-class model: "
+                     "fell back to the permutation explainer")
+        kind = "permutation"
+    Xt = final_features(pipeline, X)
+    Xt_train = final_features(pipeline, X_train)
+    if kind == "tree":
+        bg, weights = sample_background(Xt_train, background, seed), None
+    else:
+        bg, weights = kmeans_background(Xt_train, agnostic_background, seed)
+    seeds = [case_seed(seed, c) for c in Xt.index]
+    chunks = _chunks(len(Xt), n_jobs, per_job=1 if kind == "tree" else 4)
+    args = dict(kind=kind, est=est, bg=bg, weights=weights, pos=list(range(n_classes)), max_evals=max_evals)
+    if n_jobs == 1 or len(chunks) == 1:
+        parts = [_explain_rows(Xt.iloc[sl], seeds[sl], **args) for sl in chunks]
+    else:
+        from joblib import Parallel, delayed
+
+        parts = Parallel(n_jobs=n_jobs)(delayed(_explain_rows)(Xt.iloc[sl], seeds[sl], **args) for sl in chunks)
+    values = np.concatenate([p[0] for p in parts]) if parts else np.zeros((0, Xt.shape[1], n_classes))
+    base = np.asarray(parts[0][1], dtype=float) if parts else np.full(n_classes, np.nan)
+    notes.extend(_NOTES[kind](len(bg)))
+    out = {}
+    for k, name in enumerate(names):
+        frame = pd.DataFrame(values[:, :, k], index=Xt.index, columns=Xt.columns)
+        frame.index.name = X.index.name or "case_id"
+        out[name] = ShapResult(values=frame, base_value=float(base[k]), features=Xt, explainer=kind, notes=notes)
+    return out
+
+
+def predicted_class_view(by_class: dict[str, ShapResult], predicted: pd.Series) -> ShapResult:
+    """One ShapResult explaining each case's own class ``predicted[case]`` (a key of ``by_class``).
+
+    Its ``base_value`` is a Series: each case's class's base value.
+    """
+    first = next(iter(by_class.values()))
+    values = pd.DataFrame([by_class[str(predicted[c])].values.loc[c] for c in first.values.index],
+                          index=first.values.index, columns=first.values.columns)
+    base = pd.Series([by_class[str(predicted[c])].base_value for c in values.index], index=values.index,
+                     name="base_value")
+    return ShapResult(values=values, base_value=base, features=first.features, explainer=first.explainer,
+                      notes=first.notes)
+
+
 _NOTES = {
     "tree": lambda n: [
         "Exact TreeSHAP on the predicted probability: path-dependent for random forests and extra trees (whose "
@@ -252,6 +330,7 @@ def _explain_rows(Xt, seeds, *, kind, est, bg, weights, pos, max_evals):
 def _explain_rows_1(Xt, seeds, *, kind, est, bg, weights, pos, max_evals):
     import shap
 
+    several = isinstance(pos, list)  # every listed class of a multi-class model: values are cases x features x classes
     if kind == "tree":
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
@@ -264,6 +343,8 @@ def _explain_rows_1(Xt, seeds, *, kind, est, bg, weights, pos, max_evals):
                                                feature_perturbation="interventional")
             raw = explainer.shap_values(Xt, check_additivity=False)
         values, base = np.asarray(raw), np.atleast_1d(explainer.expected_value)
+        if several:
+            return values[:, :, pos], base[pos]
         if values.ndim == 3:  # one output per class
             return values[:, :, pos], float(base[pos])
         if pos == 0:  # a single output is the probability of class 1
@@ -292,7 +373,7 @@ def _explain_rows_1(Xt, seeds, *, kind, est, bg, weights, pos, max_evals):
     if kind == "permutation":
         explainer = shap.explainers.Permutation(f, shap.maskers.Independent(bg.to_numpy(), max_samples=len(bg)))
         evals = max_evals or max(500, 2 * d + 1)
-        base = float(np.mean(f(bg.to_numpy())))
+        base = np.mean(f(bg.to_numpy()), axis=0) if several else float(np.mean(f(bg.to_numpy())))
         for i in range(len(Xt)):
             np.random.seed(seeds[i])
             n_evals = max(evals, 2 * d + 1)
@@ -304,14 +385,20 @@ def _explain_rows_1(Xt, seeds, *, kind, est, bg, weights, pos, max_evals):
 
         data = DenseData(bg.to_numpy(), columns, None, np.asarray(weights))
         explainer = shap.KernelExplainer(f, data)
-        base = float(np.ravel(explainer.expected_value)[0])
+        base = np.ravel(explainer.expected_value) if several else float(np.ravel(explainer.expected_value)[0])
         nsamples = max_evals or 2 * d + 2048
         for i in range(len(Xt)):
             np.random.seed(seeds[i])
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
                 phi = explainer.shap_values(Xt.iloc[[i]].to_numpy(dtype=float), nsamples=nsamples, silent=True)
-            rows.append(np.ravel(np.asarray(phi))[:d])
+            if several:  # (1, features, classes), or a list of (1, features) per class in older shap
+                phi = np.asarray(phi)
+                rows.append(phi[0] if phi.ndim == 3 and phi.shape[1] == d else np.moveaxis(phi, 0, -1)[0])
+            else:
+                rows.append(np.ravel(np.asarray(phi))[:d])
+    if several:
+        return (np.stack(rows) if rows else np.zeros((0, d, len(pos)))), base
     values = np.vstack(rows) if rows else np.zeros((0, d))
     return values, base
 

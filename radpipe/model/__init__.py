@@ -16,6 +16,7 @@ _EXPORTS = {
     "ModelSettings": "radpipe.model.settings",
     "TrainResult": "radpipe.model.train",
     "train_models": "radpipe.model.train",
+    "ComBatHarmoniser": "radpipe.model.transformers",
     "CorrelationFilter": "radpipe.model.transformers",
     "FeatureSelector": "radpipe.model.transformers",
     "nested_cv": "radpipe.model.validate",

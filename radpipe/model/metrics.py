@@ -1,7 +1,10 @@
-"""Performance of a binary classifier from its probabilities: discrimination, classification at a
-threshold chosen on training data, calibration, stratified bootstrap CIs and the paired DeLong test.
+"""Performance of a classifier from its probabilities: discrimination, classification at a threshold
+chosen on training data, calibration, stratified bootstrap CIs and the paired DeLong test.
 
-All functions take ``y_true`` as 0/1 (1 = positive class) and ``y_prob`` as positive-class probabilities.
+The binary functions take ``y_true`` as 0/1 (1 = positive class) and ``y_prob`` as positive-class
+probabilities. The ``multiclass_*`` functions take ``y_true`` as class indices 0..K-1 and ``y_prob``
+as a (cases x K) matrix; they report one-vs-rest and macro-averaged metrics (see
+:func:`multiclass_point_metrics`).
 """
 
 from __future__ import annotations
@@ -176,6 +179,11 @@ def bootstrap_ci(
         per_repeat = [_fast_metrics(y_true[idx], p[idx], q[idx]) for p, q in zip(probs, preds, strict=True)]
         for name in CI_METRICS:
             samples[name][b] = np.mean([m[name] for m in per_repeat])
+    return _percentile_cis(samples, level)
+
+
+def _percentile_cis(samples: dict[str, np.ndarray], level: float) -> dict[str, tuple[float, float]]:
+    """Percentile interval of each metric's bootstrap values, ignoring resamples where it was undefined."""
     alpha = (1 - level) / 2
     out = {}
     for name, values in samples.items():
@@ -208,6 +216,170 @@ def metrics_with_ci(
         out[f"{name}_ci_low"], out[f"{name}_ci_high"] = cis[name]
     out.update(calibration_slope=slope, calibration_intercept=intercept, threshold=float(threshold))
     return out
+
+
+# --- multi-class -----------------------------------------------------------------------------------
+
+#: Metrics of a multi-class outcome that get a bootstrap 95% CI; all but accuracy and Brier are macro averages.
+MULTICLASS_CI_METRICS = (*CI_METRICS, "accuracy")
+
+
+def multiclass_metric_columns(classes) -> list[str]:
+    """Column order of a multi-class metrics row: ``n``, ``n_<class>``, the macro metrics with CIs, then
+    ``auc_ovr_<class>`` with CIs, and the binary-only columns (NaN) so every metrics table has them."""
+    classes = [str(c) for c in classes]
+    return (
+        ["n"] + [f"n_{c}" for c in classes]
+        + [col for name in MULTICLASS_CI_METRICS for col in (name, f"{name}_ci_low", f"{name}_ci_high")]
+        + [col for c in classes for col in (f"auc_ovr_{c}", f"auc_ovr_{c}_ci_low", f"auc_ovr_{c}_ci_high")]
+        + ["calibration_slope", "calibration_intercept", "threshold"]
+    )
+
+
+def _as_multiclass(y_true, y_prob) -> tuple[np.ndarray, np.ndarray]:
+    y_prob = np.asarray(y_prob, dtype=float)
+    if y_prob.ndim != 2:
+        raise ValueError(f"y_prob must be a (cases x classes) matrix, got shape {y_prob.shape}")
+    y_true = np.asarray(y_true).astype(int).ravel()
+    if y_true.size != y_prob.shape[0]:
+        raise ValueError(f"y_true has {y_true.size} values but y_prob has {y_prob.shape[0]} rows")
+    if y_true.size and (y_true.min() < 0 or y_true.max() >= y_prob.shape[1]):
+        raise ValueError(f"y_true must hold class indices 0..{y_prob.shape[1] - 1} (columns of y_prob)")
+    return y_true, y_prob
+
+
+def ovr_auc_per_class(y_true, y_prob) -> np.ndarray:
+    """One-vs-rest ROC AUC of each class (column k of ``y_prob`` scoring class k against all others).
+
+    NaN for a class that is absent from ``y_true`` or is the only class present.
+    """
+    y_true, y_prob = _as_multiclass(y_true, y_prob)
+    return np.array([roc_auc((y_true == k).astype(int), y_prob[:, k]) for k in range(y_prob.shape[1])])
+
+
+def macro_ovr_auc(y_true, y_prob) -> float:
+    """Macro one-vs-rest ROC AUC: the unweighted mean of :func:`ovr_auc_per_class` over the classes present.
+
+    With every class present this is ``sklearn.metrics.roc_auc_score(y, P, multi_class="ovr",
+    average="macro")``; a class absent from ``y_true`` (e.g. in a small external cohort) is left out
+    of the mean instead of making it undefined. NaN when fewer than two classes are present.
+    """
+    per_class = ovr_auc_per_class(y_true, y_prob)
+    return float(np.mean(per_class[np.isfinite(per_class)])) if np.isfinite(per_class).any() else float("nan")
+
+
+def multiclass_brier(y_true, y_prob) -> float:
+    """Brier score of a K-class prediction as the mean over cases *and classes* of ``(p_k - [y = k])^2``.
+
+    This is Brier's (1950) original score (summed over classes, range 0-2) divided by K, so that
+    for K = 2 it equals the binary Brier score of the positive class; 0 is perfect. It is
+    ``sklearn.metrics.brier_score_loss(y, P) / K``.
+    """
+    y_true, y_prob = _as_multiclass(y_true, y_prob)
+    onehot = np.eye(y_prob.shape[1])[y_true]
+    return float(np.mean((y_prob - onehot) ** 2))
+
+
+def _multiclass_classification(y_true: np.ndarray, y_pred: np.ndarray, n_classes: int) -> dict[str, float]:
+    """Macro one-vs-rest classification metrics over the classes present in ``y_true``."""
+    cm = np.bincount(y_true * n_classes + y_pred, minlength=n_classes * n_classes).reshape(n_classes, n_classes)
+    tp = np.diag(cm).astype(float)
+    fn = cm.sum(axis=1) - tp
+    fp = cm.sum(axis=0) - tp
+    tn = cm.sum() - tp - fn - fp
+    present = cm.sum(axis=1) > 0
+    if not present.any():
+        return dict.fromkeys(("balanced_accuracy", "sensitivity", "specificity", "ppv", "npv", "f1", "accuracy"),
+                             float("nan"))
+
+    def macro(num: np.ndarray, den: np.ndarray) -> float:
+        # an undefined ratio (e.g. PPV of a class never predicted) counts as 0, like sklearn's zero_division=0
+        ratio = np.divide(num, den, out=np.zeros_like(num), where=den > 0)
+        return float(np.mean(ratio[present]))
+
+    recall = macro(tp, tp + fn)
+    spec = (tn + fp)[present]
+    return {
+        "balanced_accuracy": recall,
+        "sensitivity": recall,
+        "specificity": float(np.mean(tn[present] / spec)) if (spec > 0).all() else float("nan"),
+        "ppv": macro(tp, tp + fp),
+        "npv": macro(tn, tn + fn),
+        "f1": macro(2 * tp, 2 * tp + fp + fn),
+        "accuracy": float(tp.sum() / cm.sum()),
+    }
+
+
+def _multiclass_fast(y_true: np.ndarray, y_prob: np.ndarray, y_pred: np.ndarray) -> dict[str, float]:
+    per_class = np.array([roc_auc((y_true == k).astype(int), y_prob[:, k]) for k in range(y_prob.shape[1])])
+    finite = np.isfinite(per_class)
+    return {
+        "auc": float(np.mean(per_class[finite])) if finite.any() else float("nan"),
+        **_multiclass_classification(y_true, y_pred, y_prob.shape[1]),
+        "brier": float(np.mean((y_prob - np.eye(y_prob.shape[1])[y_true]) ** 2)),
+        **{f"auc_ovr_{k}": float(v) for k, v in enumerate(per_class)},
+    }
+
+
+def multiclass_point_metrics(y_true, y_prob, classes=None) -> dict[str, float]:
+    """Metrics of a K-class prediction; the predicted class is the most probable one (no threshold).
+
+    ``auc`` is the macro one-vs-rest ROC AUC (:func:`macro_ovr_auc`) and ``auc_ovr_<class>`` each
+    class's own; ``sensitivity`` (= ``balanced_accuracy``, the mean per-class recall),
+    ``specificity``, ``ppv``, ``npv`` and ``f1`` are unweighted means over the classes present in
+    ``y_true`` of each class's one-vs-rest value, an undefined ratio counting as 0 (sklearn's
+    ``zero_division=0``); ``accuracy`` is the share classified correctly; ``brier`` is
+    :func:`multiclass_brier`. Calibration slope/intercept and the threshold are binary notions: NaN.
+    """
+    y_true, y_prob = _as_multiclass(y_true, y_prob)
+    names = [str(c) for c in (classes if classes is not None else range(y_prob.shape[1]))]
+    row = _multiclass_fast(y_true, y_prob, y_prob.argmax(axis=1))
+    out: dict[str, float] = {"n": int(y_true.size)}
+    out.update({f"n_{c}": int((y_true == k).sum()) for k, c in enumerate(names)})
+    out.update({name: row[name] for name in MULTICLASS_CI_METRICS})
+    out.update({f"auc_ovr_{c}": row[f"auc_ovr_{k}"] for k, c in enumerate(names)})
+    out.update(calibration_slope=float("nan"), calibration_intercept=float("nan"), threshold=float("nan"))
+    return out
+
+
+def multiclass_metrics_with_ci(
+    y_true, y_prob, classes=None, n_boot: int = 1000, seed: int = 42, level: float = 0.95
+) -> dict[str, float]:
+    """One multi-class metrics row (columns :func:`multiclass_metric_columns`) with stratified bootstrap CIs.
+
+    ``y_prob`` is (cases x K) or (repeats x cases x K); with repeats, point estimates and each
+    bootstrap resample average the metric over repeats, as in :func:`metrics_with_ci`. The predicted
+    class of a case is the argmax of its probabilities. Resamples are drawn within each class.
+    """
+    y_true = np.asarray(y_true).astype(int).ravel()
+    probs = np.asarray(y_prob, dtype=float)
+    probs = probs[None] if probs.ndim == 2 else probs
+    for p in probs:
+        _as_multiclass(y_true, p)
+    n_classes = probs.shape[2]
+    names = [str(c) for c in (classes if classes is not None else range(n_classes))]
+    preds = probs.argmax(axis=2)
+    keys = [*MULTICLASS_CI_METRICS, *(f"auc_ovr_{k}" for k in range(n_classes))]
+    per_repeat = [_multiclass_fast(y_true, p, q) for p, q in zip(probs, preds, strict=True)]
+    point = {key: float(np.mean([m[key] for m in per_repeat])) for key in keys}
+    if n_boot > 0:
+        samples = {key: np.empty(n_boot) for key in keys}
+        for b, idx in enumerate(stratified_bootstrap_indices(y_true, n_boot, seed)):
+            resampled = [_multiclass_fast(y_true[idx], p[idx], q[idx]) for p, q in zip(probs, preds, strict=True)]
+            for key in keys:
+                samples[key][b] = np.mean([m[key] for m in resampled])
+        cis = _percentile_cis(samples, level)
+    else:
+        cis = {key: (float("nan"), float("nan")) for key in keys}
+    label = {**{name: name for name in MULTICLASS_CI_METRICS},
+             **{f"auc_ovr_{k}": f"auc_ovr_{c}" for k, c in enumerate(names)}}
+    out: dict[str, float] = {"n": int(y_true.size)}
+    out.update({f"n_{c}": int((y_true == k).sum()) for k, c in enumerate(names)})
+    for key in keys:
+        out[label[key]] = point[key]
+        out[f"{label[key]}_ci_low"], out[f"{label[key]}_ci_high"] = cis[key]
+    out.update(calibration_slope=float("nan"), calibration_intercept=float("nan"), threshold=float("nan"))
+    return {col: out[col] for col in multiclass_metric_columns(names)}
 
 
 # --- DeLong -----------------------------------------------------------------------------------------

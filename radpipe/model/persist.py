@@ -31,8 +31,10 @@ class LoadedModel:
     """A fitted pipeline and its model card.
 
     The card always has ``model_name``, ``classes`` (negative class first for a binary
-    outcome), ``positive_class``, ``threshold`` (chosen on training data only),
-    ``feature_names`` (the columns the pipeline expects, in order) and ``versions``.
+    outcome, sorted for a multi-class one), ``positive_class``, ``threshold`` (chosen on training
+    data only), ``feature_names`` (the columns the pipeline expects, in order) and ``versions``.
+    A multi-class model (more than two ``classes``) has no positive class and no threshold (None):
+    its predicted class is the most probable one.
     """
 
     pipeline: Any
@@ -44,8 +46,27 @@ class LoadedModel:
         return list(self.card["feature_names"])
 
     @property
+    def classes(self) -> list[str]:
+        return [str(c) for c in self.card.get("classes", [])]
+
+    @property
+    def is_multiclass(self) -> bool:
+        return len(self.card.get("classes", [])) > 2
+
+    @property
+    def batch_column(self) -> str | None:
+        """The column with each case's batch (scanner, centre) a ComBat-harmonised model reads; None otherwise.
+
+        It is one of ``feature_names`` (labels, possibly text), read by the harmonisation step and dropped there.
+        """
+        cv = self.card.get("cv") or {}
+        return str(cv["batch_column"]) if cv.get("harmonise") and cv.get("batch_column") else None
+
+    @property
     def threshold(self) -> float:
-        return float(self.card.get("threshold", 0.5))
+        """The decision threshold of a binary model; NaN for a multi-class model."""
+        value = self.card.get("threshold", 0.5)
+        return float("nan") if value is None else float(value)
 
 
 def save_model(pipeline: Any, card: dict, model_dir: str | Path) -> Path:
@@ -127,11 +148,25 @@ def render_model_card(card: dict) -> str:
     if card.get("is_best") is not None:
         lines += [f"Best model of the comparison: {'yes' if card['is_best'] else 'no'}", ""]
     classes = card.get("classes", [])
+    multiclass = len(classes) > 2
+    counts = card.get("class_counts", {})
+    if multiclass:
+        total = sum(counts.values()) or 1
+        lines += [
+            "## Outcome and data",
+            f"- Classes: {', '.join(map(str, classes))} (**multi-class**: one-vs-rest ROC AUC per class, the "
+            "headline AUC is their macro average; predicted class = the most probable one, no threshold)",
+            f"- Training cases: {card.get('n_cases', 'NA')}; class counts: "
+            + ", ".join(f"{k}: {v} ({100 * v / total:.0f}%)" for k, v in counts.items()),
+        ]
+    else:
+        lines += [
+            "## Outcome and data",
+            f"- Classes: {', '.join(map(str, classes))} (positive: **{card.get('positive_class')}**)",
+            f"- Training cases: {card.get('n_cases', 'NA')}; class counts: "
+            + ", ".join(f"{k}: {v}" for k, v in counts.items()),
+        ]
     lines += [
-        "## Outcome and data",
-        f"- Classes: {', '.join(map(str, classes))} (positive: **{card.get('positive_class')}**)",
-        f"- Training cases: {card.get('n_cases', 'NA')}; class counts: "
-        + ", ".join(f"{k}: {v}" for k, v in card.get("class_counts", {}).items()),
         f"- Input features: {len(card.get('feature_names', []))}; features the estimator sees: "
         f"{len(card.get('selected_features', []))}",
         "",
@@ -141,6 +176,7 @@ def render_model_card(card: dict) -> str:
         "```",
         f"Best hyper-parameters: `{json.dumps(card.get('best_params', {}), default=str)}`",
         "",
+        f"Decision rule: {card.get('threshold_rule', '')}" if multiclass else
         f"Decision threshold: {_fmt(card.get('threshold', 0.5))} — {card.get('threshold_rule', '')}",
         "",
         "## Validation",
@@ -150,17 +186,23 @@ def render_model_card(card: dict) -> str:
     if metrics:
         lines += ["", "## Performance (out-of-fold, nested CV; 95% stratified bootstrap CI)", "",
                   "| metric | value | 95% CI |", "| --- | --- | --- |"]
-        for name in ("auc", "balanced_accuracy", "sensitivity", "specificity", "ppv", "npv", "f1", "brier"):
+        names = ["auc", "balanced_accuracy", "sensitivity", "specificity", "ppv", "npv", "f1", "brier"]
+        if multiclass:
+            names += ["accuracy", *(f"auc_ovr_{c}" for c in classes)]
+        for name in names:
             if name in metrics:
                 lines.append(f"| {name} | {_fmt(metrics[name])} | "
                              f"{_fmt(metrics.get(name + '_ci_low'))}–{_fmt(metrics.get(name + '_ci_high'))} |")
-        for name in ("calibration_slope", "calibration_intercept", "delong_p_vs_best"):
+        for name in () if multiclass else ("calibration_slope", "calibration_intercept", "delong_p_vs_best"):
             if name in metrics:
                 lines.append(f"| {name} | {_fmt(metrics[name])} | |")
+        if multiclass:
+            lines += ["", str(card.get("multiclass", ""))]
+    macro = "macro " if multiclass else ""
     for cohort, row in (card.get("external_metrics") or {}).items():
-        lines += ["", f"External cohort **{cohort}**: n={row.get('n')}, AUC {_fmt(row.get('auc'))} "
-                  f"({_fmt(row.get('auc_ci_low'))}–{_fmt(row.get('auc_ci_high'))}), sensitivity "
-                  f"{_fmt(row.get('sensitivity'))}, specificity {_fmt(row.get('specificity'))}"]
+        lines += ["", f"External cohort **{cohort}**: n={row.get('n')}, {macro}AUC {_fmt(row.get('auc'))} "
+                  f"({_fmt(row.get('auc_ci_low'))}–{_fmt(row.get('auc_ci_high'))}), {macro}sensitivity "
+                  f"{_fmt(row.get('sensitivity'))}, {macro}specificity {_fmt(row.get('specificity'))}"]
     for title, key in _CARD_SECTIONS:
         if card.get(key):
             lines += ["", f"## {title}", str(card[key])]

@@ -42,6 +42,17 @@ class ModelSettings(BaseModel):
         None, description="Column holding patient/centre groups kept together in one fold (recorded; groups are passed in)."
     )
     impute: Literal["median", "mean"] = Field("median", description="Imputation of missing feature values, fitted per fold.")
+    harmonise: Literal["combat"] | None = Field(
+        None, description="Remove scanner/centre (batch) effects with ComBat (neuroCombat's empirical-Bayes estimates), "
+        "fitted on each training fold after imputation and applied to its test fold; needs batch_column. A case from "
+        "a batch not seen in training cannot be harmonised (an error), so batches are not held out by group_column."
+    )
+    batch_column: str | None = Field(
+        None, description="Column of the cohort's labels table naming each case's batch (scanner, centre) for "
+        "harmonise; required with it. Each batch needs at least 2 cases in every (inner) training fold; outer and inner "
+        "folds are stratified on outcome x batch (on the outcome alone when a combined stratum has fewer cases than "
+        "folds)."
+    )
     variance_threshold: float | None = Field(
         0.0, ge=0, description="Drop features whose training-fold variance is at most this; None keeps all."
     )
@@ -57,6 +68,11 @@ class ModelSettings(BaseModel):
     )
     class_weight: Literal["balanced"] | None = Field(
         "balanced", description="Class weighting of estimators that support it (no resampling, so nothing leaks)."
+    )
+    rebalance: Literal["smote", "random_over", "random_under"] | None = Field(
+        None, description="Resample each training fold to balanced classes (imbalanced-learn: SMOTE, random over- or "
+        "under-sampling) after scaling and decorrelation, before selection; test folds are never resampled. With "
+        "class_weight 'balanced' too, the resampled fold is already balanced, so the weights are all 1 (no effect)."
     )
     bootstrap: int = Field(1000, ge=0, description="Stratified bootstrap resamples for 95% confidence intervals (0: none).")
     n_jobs: int = Field(1, ge=1, description="Parallel jobs for the hyper-parameter searches (joblib).")
@@ -84,6 +100,15 @@ class ModelSettings(BaseModel):
             raise ValueError(f"ensemble_members cannot contain ensembles {nested}")
         if any(name in ENSEMBLE_NAMES for name in self.models) and len(self.ensemble_members) < 2:
             raise ValueError("voting/stacking need at least two ensemble_members")
+        if self.harmonise and not self.batch_column:
+            raise ValueError(f"harmonise: {self.harmonise} needs batch_column: the column of the labels table that "
+                             "names each case's scanner or centre")
+        if self.batch_column and not self.harmonise:
+            raise ValueError(f"batch_column {self.batch_column!r} is only used for harmonisation: add "
+                             "'harmonise: combat', or remove batch_column")
+        if self.harmonise and self.batch_column == self.group_column:
+            raise ValueError(f"group_column and batch_column are both {self.batch_column!r}: grouped CV would hold "
+                             "whole batches out of training, and ComBat cannot harmonise a batch it was not fitted on")
         return self
 
     def base_models(self) -> list[str]:
@@ -93,12 +118,18 @@ class ModelSettings(BaseModel):
             wanted += [name for name in self.ensemble_members if name not in wanted]
         return wanted
 
-    def cv_summary(self) -> dict:
-        """The settings that describe the validation scheme, for the model card and manifest."""
+    def cv_summary(self, scoring: str = "roc_auc") -> dict:
+        """The settings that describe the validation scheme, for the model card and manifest.
+
+        ``scoring`` is the inner search's score, which depends on the outcome (the training code passes
+        ``roc_auc_ovr`` for a multi-class one); with harmonisation the folds are stratified on outcome x batch.
+        """
+        strata = (" on outcome x batch (on the outcome alone when an outcome x batch stratum has fewer cases "
+                  "than folds)") if self.harmonise else ""
         return {
             "outer": f"{'StratifiedGroupKFold' if self.group_column else 'RepeatedStratifiedKFold'}"
-            f"({self.outer_folds} folds x {self.outer_repeats} repeats)",
-            "inner": f"{self.search} search, {self.inner_folds}-fold stratified CV, scoring roc_auc",
+            f"({self.outer_folds} folds x {self.outer_repeats} repeats)" + (f", stratified{strata}" if strata else ""),
+            "inner": f"{self.search} search, {self.inner_folds}-fold stratified CV{strata}, scoring {scoring}",
             "outer_folds": self.outer_folds,
             "outer_repeats": self.outer_repeats,
             "inner_folds": self.inner_folds,
@@ -106,6 +137,9 @@ class ModelSettings(BaseModel):
             "n_iter": self.n_iter if self.search == "random" else None,
             "seed": self.seed,
             "group_column": self.group_column,
+            "harmonise": self.harmonise,
+            "batch_column": self.batch_column,
+            "rebalance": self.rebalance,
             "correlation_threshold": self.correlation_threshold,
             "selection": self.selection,
             "select_k": self.select_k_grid or self.select_k,

@@ -2,6 +2,10 @@
 
 ``train_models`` is the model stage's entry point; it writes everything the explain stage and a
 reader of the paper need into one folder (see its docstring for the file list).
+
+A label with two classes is a binary outcome (the positive class is thresholded); with more, a
+multi-class outcome: estimators see class indices 0..K-1 of the sorted labels, models are tuned and
+compared by macro one-vs-rest ROC AUC, and a case's predicted class is its most probable one.
 """
 
 from __future__ import annotations
@@ -17,14 +21,45 @@ import pandas as pd
 
 from radpipe._io import atomic_write_text
 from radpipe.errors import ConfigError
-from radpipe.model.metrics import METRIC_COLUMNS, delong_test, metrics_with_ci
+from radpipe.model._combat import _label as _batch_label
+from radpipe.model.metrics import (
+    METRIC_COLUMNS,
+    delong_test,
+    macro_ovr_auc,
+    metrics_with_ci,
+    multiclass_metric_columns,
+    multiclass_metrics_with_ci,
+    roc_auc,
+)
 from radpipe.model.persist import save_model, write_model_card_md
 from radpipe.model.settings import ModelSettings
-from radpipe.model.validate import NestedCVResult, choose_threshold, nested_cv, refit_all
+from radpipe.model.validate import (
+    NestedCVResult,
+    batch_values,
+    choose_threshold,
+    class_probabilities,
+    nested_cv,
+    refit_all,
+    stratification_labels,
+)
 
 METRICS_COLUMNS = ["cohort", "model", *METRIC_COLUMNS, "delong_p_vs_best", "auc_fold_mean", "auc_fold_sd"]
 PREDICTION_COLUMNS = ["case_id", "model", "repeat", "fold", "label", "y_true", "y_prob", "cohort", "threshold", "y_pred"]
 
+MULTICLASS_SCORING = "roc_auc_ovr (macro one-vs-rest ROC AUC)"
+MULTICLASS_RULE = "no threshold: the predicted class is the most probable one (argmax of predict_proba)"
+MULTICLASS_NOTE = (
+    "multi-class outcome: each class is scored one-vs-rest (auc_ovr_<class>) and the headline AUC is their "
+    "unweighted (macro) mean; sensitivity (= balanced accuracy), specificity, PPV, NPV and F1 are macro averages of "
+    "the one-vs-rest values (an undefined ratio counts as 0); Brier is the mean over cases and classes of the "
+    "squared error. DeLong's test and the calibration slope/intercept are defined for binary outcomes only and "
+    "are left empty (NaN)."
+)
+INTENDED_USE_MULTICLASS = (
+    "Research use: estimating, from radiomics features computed with the same extraction settings, "
+    "the probability of each outcome class for cases like those in the training cohort. "
+    "Not a medical device; not validated for clinical decisions."
+)
 THRESHOLD_RULE = (
     "chosen on training data only: Youden's J on the out-of-fold probabilities of the nested CV "
     "(each outer fold's own threshold, from its inner folds, is used for the CV sensitivity/specificity)"
@@ -62,8 +97,8 @@ def _positive_class(y: pd.Series, settings: ModelSettings) -> tuple[str, str]:
     labels = sorted(counts.index)
     if len(labels) != 2:
         raise ConfigError(
-            f"the outcome has {len(labels)} classes {labels[:10]}; radpipe's model stage handles binary "
-            "outcomes (merge classes or choose another label column)", key="label",
+            f"the outcome has {len(labels)} class(es) {labels[:10]}; _positive_class needs a binary outcome",
+            key="label",
         )
     if settings.positive_class is not None:
         if settings.positive_class not in labels:
@@ -76,12 +111,49 @@ def _positive_class(y: pd.Series, settings: ModelSettings) -> tuple[str, str]:
     return negative, positive
 
 
-def check_training_data(X: pd.DataFrame, y: pd.Series, groups: pd.Series | None = None):
-    """Align y (and groups) to X's case ids and check types; returns (X, y as str, groups array or None)."""
+def outcome_classes(y: pd.Series, settings: ModelSettings) -> list[str]:
+    """The classes in the order of their index: ``[negative, positive]`` when binary, sorted otherwise."""
+    labels = sorted(y.unique())
+    if len(labels) < 2:
+        raise ConfigError(f"the outcome has a single class {labels}: training needs at least two", key="label")
+    if len(labels) == 2:
+        return list(_positive_class(y, settings))
+    if settings.positive_class is not None:
+        raise ConfigError(
+            f"positive_class {settings.positive_class!r} applies only to a binary outcome, but the outcome has "
+            f"{len(labels)} classes {labels[:10]}: leave positive_class unset (every class is scored one-vs-rest) "
+            "or merge classes into two", key="model.positive_class",
+        )
+    return labels
+
+
+def encode_labels(y: pd.Series, classes: list[str]) -> np.ndarray:
+    """Class index of each label (its position in ``classes``): 0/1 (1 = positive) when binary."""
+    return pd.Categorical(y, categories=classes).codes.astype(int)
+
+
+def check_training_data(X: pd.DataFrame, y: pd.Series, groups: pd.Series | None = None, *,
+                        batch_column: str | None = None):
+    """Align y (and groups) to X's case ids and check types; returns (X, y as str, groups array or None).
+
+    ``batch_column`` (the settings' ComBat batch column) must be a column of X with a value for every
+    case; it is kept as it is (labels may be text), every other column must be numeric and becomes float.
+    """
     if not isinstance(X, pd.DataFrame):
         raise ConfigError("X must be a pandas DataFrame indexed by case_id")
     if X.index.has_duplicates:
         raise ConfigError(f"duplicate case ids in X: {X.index[X.index.duplicated()].unique()[:5].tolist()}")
+    batch = None
+    if batch_column is not None:
+        if batch_column not in X.columns:
+            raise ConfigError(f"X has no batch column '{batch_column}' for harmonisation (add the cohort's "
+                              f"'{batch_column}' column to the feature table)", key="model.batch_column")
+        batch = X[batch_column]
+        X = X.drop(columns=[batch_column])
+        absent = batch.index[batch.isna() | (batch.astype(str).str.strip() == "")]
+        if len(absent):
+            raise ConfigError(f"{len(absent)} case(s) have no '{batch_column}' (batch) value, e.g. "
+                              f"{absent[:5].tolist()}: ComBat needs every case's batch", key="model.batch_column")
     non_numeric = [c for c in X.columns if not pd.api.types.is_numeric_dtype(X[c])]
     if non_numeric:
         raise ConfigError(f"feature columns must be numeric; not numeric: {non_numeric[:10]}")
@@ -96,6 +168,8 @@ def check_training_data(X: pd.DataFrame, y: pd.Series, groups: pd.Series | None 
         raise ConfigError(f"{int(y.isna().sum())} case(s) have an empty label, e.g. {y.index[y.isna()][:5].tolist()}")
     y = y.astype(str)
     X = X.replace([np.inf, -np.inf], np.nan).astype(float)
+    if batch is not None:
+        X[batch_column] = batch
     X.index.name = "case_id"
     g = None
     if groups is not None:
@@ -106,90 +180,156 @@ def check_training_data(X: pd.DataFrame, y: pd.Series, groups: pd.Series | None 
     return X, y, g
 
 
-def _fold_auc_stats(fits, y01) -> tuple[float, float]:
-    from radpipe.model.metrics import roc_auc
+def _auc(y, prob) -> float:
+    """ROC AUC of positive-class probabilities, or macro one-vs-rest AUC of a probability matrix."""
+    return macro_ovr_auc(y, prob) if np.ndim(prob) == 2 else roc_auc(y, prob)
 
-    aucs = [roc_auc(y01[f.test_idx], f.test_prob) for f in fits]
+
+def _predicted_index(prob: np.ndarray, threshold: float) -> np.ndarray:
+    """0/1 at the threshold (binary), or the index of the most probable class (multi-class)."""
+    return prob.argmax(axis=1) if prob.ndim == 2 else (prob >= threshold).astype(int)
+
+
+def _fold_auc_stats(fits, y_idx) -> tuple[float, float]:
+    aucs = [_auc(y_idx[f.test_idx], f.test_prob) for f in fits]
     aucs = [a for a in aucs if np.isfinite(a)]
     return (float(np.mean(aucs)), float(np.std(aucs, ddof=1)) if len(aucs) > 1 else float("nan")) if aucs else (
         float("nan"), float("nan"))
 
 
 def _oof_matrices(fits, n_cases: int, n_repeats: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    probs = np.full((n_repeats, n_cases), np.nan)
+    probs = np.full((n_repeats, n_cases, *np.shape(fits[0].test_prob)[1:]), np.nan)
     preds = np.zeros((n_repeats, n_cases), dtype=int)
     thresholds = np.full((n_repeats, n_cases), np.nan)
     for fit in fits:
         probs[fit.repeat, fit.test_idx] = fit.test_prob
-        preds[fit.repeat, fit.test_idx] = (fit.test_prob >= fit.threshold).astype(int)
+        preds[fit.repeat, fit.test_idx] = _predicted_index(fit.test_prob, fit.threshold)
         thresholds[fit.repeat, fit.test_idx] = fit.threshold
     return probs, preds, thresholds
 
 
-def _summarise_cv(cv: NestedCVResult, X, y, y01, settings) -> tuple[pd.DataFrame, pd.DataFrame, dict]:
+def metrics_columns(classes: list[str]) -> list[str]:
+    """Columns of ``metrics.csv``: :data:`METRICS_COLUMNS` for a binary outcome, per-class AUCs added otherwise."""
+    if len(classes) == 2:
+        return METRICS_COLUMNS
+    return ["cohort", "model", *multiclass_metric_columns(classes), "delong_p_vs_best", "auc_fold_mean", "auc_fold_sd"]
+
+
+def prediction_columns(classes: list[str]) -> list[str]:
+    """Columns of ``predictions.csv``: :data:`PREDICTION_COLUMNS` when binary; for a multi-class outcome one
+    ``y_prob_<class>`` per class, ``y_true``/``y_pred`` as class indices and ``predicted`` as a label."""
+    if len(classes) == 2:
+        return PREDICTION_COLUMNS
+    return ["case_id", "model", "repeat", "fold", "label", "y_true", *(f"y_prob_{c}" for c in classes), "cohort",
+            "y_pred", "predicted"]
+
+
+def _prediction_frame(case_ids, model, repeat, fold, labels, codes, prob, cohort, threshold, classes) -> pd.DataFrame:
+    if prob.ndim == 1:
+        return pd.DataFrame({
+            "case_id": case_ids, "model": model, "repeat": repeat, "fold": fold, "label": labels,
+            "y_true": codes, "y_prob": prob, "cohort": cohort, "threshold": threshold,
+            "y_pred": (prob >= threshold).astype(int),
+        })
+    pred = prob.argmax(axis=1)
+    return pd.DataFrame({
+        "case_id": case_ids, "model": model, "repeat": repeat, "fold": fold, "label": labels, "y_true": codes,
+        **{f"y_prob_{c}": prob[:, k] for k, c in enumerate(classes)}, "cohort": cohort, "y_pred": pred,
+        "predicted": np.asarray(classes, dtype=object)[pred],
+    })
+
+
+def _metrics_row(codes, probs, threshold, preds, classes, settings) -> dict:
+    if len(classes) > 2:
+        return multiclass_metrics_with_ci(codes, probs, classes, n_boot=settings.bootstrap, seed=settings.seed)
+    return metrics_with_ci(codes, probs, threshold, y_pred=preds, n_boot=settings.bootstrap, seed=settings.seed)
+
+
+def _summarise_cv(cv: NestedCVResult, X, y, y_idx, classes, settings) -> tuple[pd.DataFrame, pd.DataFrame, dict]:
     rows, pred_frames, final_thresholds, mean_probs = [], [], {}, {}
     for name, fits in cv.folds.items():
         if name not in settings.models:
             continue
-        probs, preds, thresholds = _oof_matrices(fits, len(y01), settings.outer_repeats)
+        probs, preds, thresholds = _oof_matrices(fits, len(y_idx), settings.outer_repeats)
         mean_probs[name] = probs.mean(axis=0)
-        final_thresholds[name] = choose_threshold(y01, mean_probs[name], settings)
-        row = metrics_with_ci(y01, probs, final_thresholds[name], y_pred=preds, n_boot=settings.bootstrap,
-                              seed=settings.seed)
-        fold_mean, fold_sd = _fold_auc_stats(fits, y01)
+        final_thresholds[name] = choose_threshold(y_idx, mean_probs[name], settings)
+        row = _metrics_row(y_idx, probs, final_thresholds[name], preds, classes, settings)
+        fold_mean, fold_sd = _fold_auc_stats(fits, y_idx)
         # wall times go to timings.json, not here: metrics.csv must be byte-identical between runs
         rows.append({"cohort": "cv", "model": name, **row, "auc_fold_mean": fold_mean, "auc_fold_sd": fold_sd})
         for fit in fits:
-            pred_frames.append(pd.DataFrame({
-                "case_id": X.index[fit.test_idx], "model": name, "repeat": fit.repeat, "fold": fit.fold,
-                "label": y.to_numpy()[fit.test_idx], "y_true": y01[fit.test_idx], "y_prob": fit.test_prob,
-                "cohort": "cv", "threshold": fit.threshold,
-                "y_pred": (fit.test_prob >= fit.threshold).astype(int),
-            }))
+            pred_frames.append(_prediction_frame(
+                X.index[fit.test_idx], name, fit.repeat, fit.fold, y.to_numpy()[fit.test_idx], y_idx[fit.test_idx],
+                fit.test_prob, "cv", fit.threshold, classes,
+            ))
     metrics = pd.DataFrame(rows)
     order = {name: i for i, name in enumerate(settings.models)}
     best = max(metrics["model"], key=lambda m: (np.nan_to_num(metrics.set_index("model").loc[m, "auc"], nan=-1),
                                                 -order[m]))
     metrics["delong_p_vs_best"] = [
-        np.nan if m == best else _delong_p(y01, mean_probs[best], mean_probs[m]) for m in metrics["model"]
+        np.nan if m == best else _delong_p(y_idx, mean_probs[best], mean_probs[m]) for m in metrics["model"]
     ]
     predictions = pd.concat(pred_frames, ignore_index=True)
     return metrics, predictions, {"best": best, "thresholds": final_thresholds}
 
 
-def _delong_p(y01, prob_best, prob_other) -> float:
+def _delong_p(y_idx, prob_best, prob_other) -> float:
+    if np.ndim(prob_best) == 2:  # DeLong compares binary ROC curves: not defined for a multi-class outcome
+        return float("nan")
     try:
-        return delong_test(y01, prob_best, prob_other)[2]
+        return delong_test(y_idx, prob_best, prob_other)[2]
     except ValueError:
         return float("nan")
 
 
-def _external(name, Xe, ye, X, final, thresholds, best, negative, positive, settings):
+def _external_features(name, Xe, X, batch_column: str | None) -> pd.DataFrame:
+    """The external cohort's table in the training columns' order: features as float, the batch column (when
+    harmonising) as given, every batch one the training cohort has (ComBat has no estimates for others)."""
+    if batch_column is not None:
+        if batch_column not in Xe.columns:
+            raise ConfigError(f"external cohort {name!r} has no batch column '{batch_column}': the models harmonise "
+                              "with ComBat and need each case's batch (scanner, centre)", key="model.batch_column")
+        batch = Xe[batch_column].map(_batch_label)
+        absent = batch.index[batch.isna()]
+        if len(absent):
+            raise ConfigError(f"external cohort {name!r}: {len(absent)} case(s) have no '{batch_column}' (batch) "
+                              f"value, e.g. {absent[:5].tolist()}", key="model.batch_column")
+        unseen = sorted(set(batch) - set(X[batch_column].map(_batch_label)))
+        if unseen:
+            raise ConfigError(
+                f"external cohort {name!r} has batch value(s) {unseen} in column '{batch_column}' that the training "
+                f"cohort lacks (its batches: {sorted(set(X[batch_column].map(_batch_label)))}): ComBat cannot "
+                "harmonise a scanner/centre it was not fitted on", key="model.batch_column")
     missing = [c for c in X.columns if c not in Xe.columns]
     if missing:
         raise ConfigError(f"external cohort {name!r} lacks {len(missing)} feature column(s) the models were "
                           f"trained on, e.g. {missing[:10]}")
-    Xe = Xe[list(X.columns)].replace([np.inf, -np.inf], np.nan).astype(float)
+    features = [c for c in X.columns if c != batch_column]
+    out = Xe[features].replace([np.inf, -np.inf], np.nan).astype(float)
+    if batch_column is not None:
+        out[batch_column] = Xe[batch_column]
+    return out[list(X.columns)]
+
+
+def _external(name, Xe, ye, X, final, thresholds, best, classes, settings):
+    Xe = _external_features(name, Xe, X, settings.batch_column if settings.harmonise else None)
     unlabelled = Xe.index.difference(ye.index)
     if len(unlabelled):
         raise ConfigError(f"external cohort {name!r}: {len(unlabelled)} case(s) have no label, "
                           f"e.g. {unlabelled[:5].tolist()}")
     ye = ye.loc[Xe.index].astype(str)
-    unknown = sorted(set(ye) - {negative, positive})
+    unknown = sorted(set(ye) - set(classes))
     if unknown:
-        raise ConfigError(f"external cohort {name!r} has labels {unknown} not seen in training ({negative}, {positive})")
-    ye01 = (ye == positive).astype(int).to_numpy()
-    probs = {m: final[m][0].predict_proba(Xe)[:, 1] for m in settings.models}
+        raise ConfigError(f"external cohort {name!r} has labels {unknown} not seen in training ({', '.join(classes)})")
+    ye_idx = encode_labels(ye, classes)
+    probs = {m: class_probabilities(final[m][0].predict_proba(Xe)) for m in settings.models}
     rows, frames = [], []
     for m in settings.models:
-        row = metrics_with_ci(ye01, probs[m], thresholds[m], n_boot=settings.bootstrap, seed=settings.seed)
-        p = np.nan if m == best or ye01.min() == ye01.max() else _delong_p(ye01, probs[best], probs[m])
+        row = _metrics_row(ye_idx, probs[m], thresholds[m], None, classes, settings)
+        p = np.nan if m == best or ye_idx.min() == ye_idx.max() else _delong_p(ye_idx, probs[best], probs[m])
         rows.append({"cohort": name, "model": m, **row, "delong_p_vs_best": p})
-        frames.append(pd.DataFrame({
-            "case_id": Xe.index, "model": m, "repeat": pd.NA, "fold": pd.NA, "label": ye.to_numpy(),
-            "y_true": ye01, "y_prob": probs[m], "cohort": name, "threshold": thresholds[m],
-            "y_pred": (probs[m] >= thresholds[m]).astype(int),
-        }))
+        frames.append(_prediction_frame(Xe.index, m, pd.NA, pd.NA, ye.to_numpy(), ye_idx, probs[m], name,
+                                        thresholds[m], classes))
     return rows, frames
 
 
@@ -201,7 +341,41 @@ def _selected_features(pipeline) -> list[str]:
     return [str(n) for n in pipeline[:-1].get_feature_names_out()]
 
 
-def _card(name, pipeline, params, metrics_row, X, y, negative, positive, threshold, settings, **extra) -> dict:
+def _batch_card(X: pd.DataFrame, settings: ModelSettings) -> dict:
+    """For a harmonised model: the batches of the training cohort and their case counts (a case from another
+    batch cannot be harmonised); nothing otherwise, so other cards are unchanged."""
+    if not settings.harmonise:
+        return {}
+    counts = X[settings.batch_column].map(_batch_label).value_counts().sort_index()
+    return {"training_batches": {str(k): int(v) for k, v in counts.items()}}
+
+
+def _card(name, pipeline, params, metrics_row, X, y, classes, threshold, settings, **extra) -> dict:
+    extra = {**_batch_card(X, settings), **extra}
+    if len(classes) > 2:
+        return {
+            "model_name": name,
+            "classes": list(classes),
+            "positive_class": None,
+            "outcome_type": "multiclass",
+            "multiclass": MULTICLASS_NOTE,
+            "feature_names": [str(c) for c in X.columns],
+            "threshold": None,
+            "threshold_rule": MULTICLASS_RULE,
+            "metrics": _jsonable(metrics_row),
+            "best_params": _jsonable(params),
+            "pipeline_steps": _steps_text(pipeline),
+            "selected_features": _selected_features(pipeline),
+            "n_cases": int(len(y)),
+            "class_counts": {str(k): int(v) for k, v in y.value_counts().reindex(classes).items()},
+            "cv": {**settings.cv_summary(scoring=MULTICLASS_SCORING), "inner_scoring": MULTICLASS_SCORING},
+            "intended_use": INTENDED_USE_MULTICLASS,
+            "limitations": LIMITATIONS,
+            "prediction_encoding": "pipeline.predict_proba(X)[:, k] is the probability of classes[k]; "
+                                   "pipeline.predict(X) returns class indices into classes",
+            **extra,
+        }
+    negative, positive = classes
     return {
         "model_name": name,
         "classes": [negative, positive],
@@ -221,6 +395,23 @@ def _card(name, pipeline, params, metrics_row, X, y, negative, positive, thresho
         "prediction_encoding": "pipeline.predict_proba(X)[:, 1] is the probability of positive_class",
         **extra,
     }
+
+
+#: imbalanced-learn's SMOTE default: each synthetic case interpolates towards one of 5 neighbours
+SMOTE_NEIGHBOURS = 5
+
+
+def _check_smote_neighbours(n_min: int, settings: ModelSettings) -> None:
+    """SMOTE runs on inner training folds; refuse up front when the smallest class cannot have 6 cases there
+    (imbalanced-learn would fail mid-run with "Expected n_neighbors <= n_samples_fit")."""
+    inner_train = n_min * (settings.outer_folds - 1) // settings.outer_folds
+    inner_train = inner_train * (settings.inner_folds - 1) // settings.inner_folds
+    if inner_train <= SMOTE_NEIGHBOURS:
+        raise ConfigError(
+            f"rebalance: smote needs at least {SMOTE_NEIGHBOURS + 1} cases of every class in each inner training "
+            f"fold, but the smallest class has {n_min} case(s), about {inner_train} per inner training fold with "
+            f"{settings.outer_folds} outer x {settings.inner_folds} inner folds; use rebalance: random_over, "
+            "or class_weight: balanced without rebalance", key="model.rebalance")
 
 
 def _jsonable(obj):
@@ -251,35 +442,39 @@ def train_models(
     say = progress or (lambda message: None)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    X, y, g = check_training_data(X, y, groups)
-    negative, positive = _positive_class(y, settings)
-    y01 = (y == positive).to_numpy().astype(int)
-    n_min = int(min(y01.sum(), len(y01) - y01.sum()))
+    X, y, g = check_training_data(X, y, groups, batch_column=settings.batch_column)
+    classes = outcome_classes(y, settings)
+    y_idx = encode_labels(y, classes)
+    counts = np.bincount(y_idx, minlength=len(classes))
+    n_min = int(counts.min())
     if n_min < settings.outer_folds:
-        raise ConfigError(f"the smaller class has {n_min} case(s), fewer than outer_folds={settings.outer_folds}",
+        which = "smaller class" if len(classes) == 2 else f"smallest class ({classes[int(counts.argmin())]!r})"
+        raise ConfigError(f"the {which} has {n_min} case(s), fewer than outer_folds={settings.outer_folds}",
                           key="model.outer_folds")
+    if settings.rebalance == "smote":
+        _check_smote_neighbours(n_min, settings)
 
-    cv = nested_cv(X, y01, settings, g, progress=say)
-    metrics, predictions, info = _summarise_cv(cv, X, y, y01, settings)
+    cv = nested_cv(X, y_idx, settings, g, progress=say)
+    metrics, predictions, info = _summarise_cv(cv, X, y, y_idx, classes, settings)
     best, thresholds = info["best"], info["thresholds"]
     say(f"best model by out-of-fold AUC: {best}")
 
-    final = refit_all(X, y01, settings, g, progress=say)
+    final = refit_all(X, y_idx, settings, g, progress=say)
 
     ext_rows: list[dict] = []
     for name, (Xe, ye) in (external or {}).items():
         say(f"external cohort {name}: {len(Xe)} cases")
-        rows, frames = _external(name, Xe, ye, X, final, thresholds, best, negative, positive, settings)
+        rows, frames = _external(name, Xe, ye, X, final, thresholds, best, classes, settings)
         ext_rows += rows
         predictions = pd.concat([predictions, *frames], ignore_index=True)
     if ext_rows:
         metrics = pd.concat([metrics, pd.DataFrame(ext_rows)], ignore_index=True)
-    metrics = metrics.reindex(columns=METRICS_COLUMNS)
-    predictions = predictions.reindex(columns=PREDICTION_COLUMNS)
+    metrics = metrics.reindex(columns=metrics_columns(classes))
+    predictions = predictions.reindex(columns=prediction_columns(classes))
 
     metrics.to_csv(out_dir / "metrics.csv", index=False)
     predictions.to_csv(out_dir / "predictions.csv", index=False)
-    _write_splits(out_dir, X, cv, settings, g is not None)
+    _write_splits(out_dir, X, cv, settings, g is not None, y_idx)
     atomic_write_text(out_dir / "timings.json",
                       json.dumps({name: round(sec, 2) for name, sec in cv.seconds.items()}, indent=2))
     X.reset_index().to_csv(out_dir / "train_features.csv", index=False)
@@ -290,25 +485,27 @@ def train_models(
         pipeline, params = final[name]
         cv_row = metrics[(metrics["cohort"] == "cv") & (metrics["model"] == name)].iloc[0].to_dict()
         external_rows = {r["cohort"]: _jsonable(r) for r in ext_rows if r["model"] == name}
-        card = _card(name, pipeline, params, cv_row, X, y, negative, positive, thresholds[name], settings,
+        card = _card(name, pipeline, params, cv_row, X, y, classes, thresholds[name], settings,
                      is_best=name == best, external_metrics=external_rows)
         model_dirs[name] = out_dir / "models" / name
         _save(pipeline, card, model_dirs[name])
         if name == best:
             _save(pipeline, card, out_dir)
     for fit in cv.folds[best]:
-        fold_card = _card(best, fit.estimator, fit.best_params, {}, X, y, negative, positive, fit.threshold,
+        fold_card = _card(best, fit.estimator, fit.best_params, {}, X, y, classes, fit.threshold,
                           settings, repeat=fit.repeat, fold=fit.fold,
                           train_case_ids=[str(c) for c in X.index[fit.train_idx]],
                           test_case_ids=[str(c) for c in X.index[fit.test_idx]])
-        fold_card["threshold_rule"] = "Youden's J on inner-CV out-of-fold probabilities of this fold's training cases"
+        if len(classes) == 2:
+            fold_card["threshold_rule"] = "Youden's J on inner-CV out-of-fold probabilities of this fold's training cases"
         save_model(fit.estimator, fold_card, out_dir / "folds" / f"{fit.repeat}_{fit.fold}")
     say(f"wrote {out_dir}")
     return TrainResult(metrics=metrics, predictions=predictions, best_model=best, out_dir=out_dir,
                        model_dirs=model_dirs)
 
 
-def _write_splits(out_dir: Path, X: pd.DataFrame, cv: NestedCVResult, settings: ModelSettings, grouped: bool) -> None:
+def _write_splits(out_dir: Path, X: pd.DataFrame, cv: NestedCVResult, settings: ModelSettings, grouped: bool,
+                  y_idx: np.ndarray) -> None:
     ids = X.index.astype(str).to_numpy()
     splits: dict[str, Any] = {
         "seed": settings.seed,
@@ -324,4 +521,8 @@ def _write_splits(out_dir: Path, X: pd.DataFrame, cv: NestedCVResult, settings: 
             for r, f, train, test in cv.splits
         ],
     }
+    if settings.harmonise:  # only then: the splits.json of other runs stays byte-identical
+        combined = stratification_labels(y_idx, batch_values(X, settings), settings.outer_folds) is not y_idx
+        splits["stratified_on"] = ("outcome x batch" if combined else
+                                   "outcome (an outcome x batch stratum has fewer cases than outer folds)")
     atomic_write_text(out_dir / "splits.json", json.dumps(splits, indent=1))

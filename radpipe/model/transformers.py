@@ -4,7 +4,8 @@ Each is fitted inside every cross-validation fold (as a Pipeline step), so nothi
 from the cases it is evaluated on.
 """
 
+from radpipe.model._combat import ComBatHarmoniser
 from radpipe.model._correlation_filter import CorrelationFilter
 from radpipe.model._selection import FeatureSelector
 
-__all__ = ["CorrelationFilter", "FeatureSelector"]
+__all__ = ["ComBatHarmoniser", "CorrelationFilter", "FeatureSelector"]

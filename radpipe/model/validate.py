@@ -1,9 +1,23 @@
 """Nested cross-validation: outer folds estimate performance, inner folds tune hyper-parameters and
 choose the decision threshold, so no number reported for a case ever used that case.
 
+Labels are class indices: 0/1 for a binary outcome (1 = positive class), 0..K-1 for K > 2 classes.
+A binary model's probabilities are those of the positive class (one value per case) and are
+thresholded; a multi-class model keeps a (cases x K) matrix, is tuned by macro one-vs-rest ROC AUC
+and predicts the most probable class, so it has no threshold (NaN).
+
 Outer splits are ``RepeatedStratifiedKFold`` or, with groups, ``StratifiedGroupKFold`` reshuffled per
 repeat; inner splits are stratified (grouped when groups are given) and seeded, so the same seed
 reproduces every number.
+
+With ComBat harmonisation (``settings.harmonise``) outer and inner splits are stratified on the
+outcome x batch combination instead of the outcome alone, so every training fold holds every batch
+in about its share of the cases (ComBat needs each batch in each training fold it is fitted on). When a
+combined stratum has fewer cases than folds, that split is stratified on the outcome alone (as
+without harmonisation): a stratum smaller than the folds cannot be spread over all of them anyway, and
+the pre-flight check of the recipe already refuses batches too small for the nested CV. The rule is
+applied to each split separately: the outer split on the whole cohort, each inner split on its outer
+training fold.
 """
 
 from __future__ import annotations
@@ -29,6 +43,7 @@ from sklearn.model_selection import (
 )
 from threadpoolctl import threadpool_limits
 
+from radpipe.model._combat import _label
 from radpipe.model.metrics import youden_threshold
 from radpipe.model.settings import ENSEMBLE_NAMES, ModelSettings
 from radpipe.model.zoo import build_ensemble, build_pipeline, search_space
@@ -36,7 +51,10 @@ from radpipe.model.zoo import build_ensemble, build_pipeline, search_space
 
 @dataclass
 class FoldFit:
-    """One model fitted in one outer fold: its tuned pipeline, test-fold probabilities and threshold."""
+    """One model fitted in one outer fold: its tuned pipeline, test-fold probabilities and threshold.
+
+    ``test_prob`` and ``inner_oof`` are positive-class probabilities (binary) or (cases x K) matrices.
+    """
 
     repeat: int
     fold: int
@@ -58,19 +76,39 @@ class NestedCVResult:
     seconds: dict[str, float]
 
 
-def outer_splits(y01: np.ndarray, settings: ModelSettings, groups: np.ndarray | None = None):
-    """``[(repeat, fold, train_idx, test_idx), ...]`` of the outer cross-validation."""
+def batch_values(X, settings: ModelSettings) -> np.ndarray | None:
+    """Each case's batch as text (2.0 and 2 are the same batch) when the settings harmonise; None otherwise."""
+    if not settings.harmonise or not isinstance(X, pd.DataFrame) or settings.batch_column not in X.columns:
+        return None
+    return np.array([str(_label(value)) for value in X[settings.batch_column]], dtype=object)
+
+
+def stratification_labels(y: np.ndarray, batches: np.ndarray | None, n_folds: int) -> np.ndarray:
+    """What a split is stratified on: ``y`` without batches; with them the outcome x batch combination,
+    unless one of its strata has fewer than ``n_folds`` cases (then ``y``, see the module docstring)."""
+    if batches is None:
+        return y
+    key = np.array([f"{label}|{batch}" for label, batch in zip(np.asarray(y), batches, strict=True)], dtype=object)
+    _, counts = np.unique(key, return_counts=True)
+    return key if counts.min() >= n_folds else y
+
+
+def outer_splits(y: np.ndarray, settings: ModelSettings, groups: np.ndarray | None = None,
+                 batches: np.ndarray | None = None):
+    """``[(repeat, fold, train_idx, test_idx), ...]`` of the outer cross-validation, stratified on ``y``
+    (on outcome x batch when ``batches`` are given, see :func:`stratification_labels`)."""
     out = []
+    strata = stratification_labels(y, batches, settings.outer_folds)
     if groups is None:
         splitter = RepeatedStratifiedKFold(
             n_splits=settings.outer_folds, n_repeats=settings.outer_repeats, random_state=settings.seed
         )
-        for i, (train, test) in enumerate(splitter.split(np.zeros(len(y01)), y01)):
+        for i, (train, test) in enumerate(splitter.split(np.zeros(len(y)), strata)):
             out.append((i // settings.outer_folds, i % settings.outer_folds, train, test))
         return out
     for repeat in range(settings.outer_repeats):
         splitter = StratifiedGroupKFold(settings.outer_folds, shuffle=True, random_state=settings.seed + repeat)
-        for fold, (train, test) in enumerate(splitter.split(np.zeros(len(y01)), y01, groups)):
+        for fold, (train, test) in enumerate(splitter.split(np.zeros(len(y)), strata, groups)):
             out.append((repeat, fold, train, test))
     return out
 
@@ -82,9 +120,25 @@ def inner_cv(settings: ModelSettings, grouped: bool):
     return StratifiedKFold(settings.inner_folds, shuffle=True, random_state=settings.seed)
 
 
-def make_search(name: str, settings: ModelSettings, grouped: bool):
-    """Grid or randomized search over a family's pipeline, scored by ROC AUC on the inner folds."""
-    common = dict(scoring="roc_auc", cv=inner_cv(settings, grouped), n_jobs=settings.n_jobs, refit=True,
+def inner_splits(X, y: np.ndarray, groups, settings: ModelSettings):
+    """The ``cv`` of the inner search and of the inner out-of-fold probabilities on (X, y).
+
+    The seeded splitter of :func:`inner_cv`; with harmonisation, its splits of these cases stratified on
+    outcome x batch (a list of (train, test) index pairs, the same for the search and the OOF probabilities).
+    """
+    cv = inner_cv(settings, groups is not None)
+    batches = batch_values(X, settings)
+    if batches is None:
+        return cv
+    strata = stratification_labels(y, batches, settings.inner_folds)
+    return list(cv.split(np.zeros(len(y)), strata, groups))
+
+
+def make_search(name: str, settings: ModelSettings, grouped: bool, multiclass: bool = False, cv=None):
+    """Grid or randomized search over a family's pipeline, scored by ROC AUC on the inner folds
+    (macro one-vs-rest ROC AUC for a multi-class outcome); ``cv`` defaults to :func:`inner_cv`."""
+    common = dict(scoring="roc_auc_ovr" if multiclass else "roc_auc",
+                  cv=inner_cv(settings, grouped) if cv is None else cv, n_jobs=settings.n_jobs, refit=True,
                   error_score=np.nan)
     if settings.search == "grid":
         return GridSearchCV(build_pipeline(name, settings), search_space(name, settings), **common)
@@ -107,31 +161,42 @@ def _quiet():
         yield
 
 
-def inner_oof_probabilities(estimator, X: pd.DataFrame, y01: np.ndarray, groups, settings: ModelSettings) -> np.ndarray:
-    """Out-of-fold positive-class probabilities on training data, from the inner splits."""
-    return cross_val_predict(
-        clone(estimator), X, y01, groups=groups, cv=inner_cv(settings, groups is not None),
+def class_probabilities(proba: np.ndarray) -> np.ndarray:
+    """``predict_proba`` output as radpipe keeps it: the positive-class column for two classes, else all."""
+    return proba[:, 1] if proba.shape[1] == 2 else proba
+
+
+def inner_oof_probabilities(estimator, X: pd.DataFrame, y: np.ndarray, groups, settings: ModelSettings) -> np.ndarray:
+    """Out-of-fold probabilities on training data from the inner splits (see :func:`class_probabilities`)."""
+    return class_probabilities(cross_val_predict(
+        clone(estimator), X, y, groups=groups, cv=inner_splits(X, y, groups, settings),
         method="predict_proba", n_jobs=settings.n_jobs,
-    )[:, 1]
+    ))
 
 
-def choose_threshold(y01: np.ndarray, oof_prob: np.ndarray, settings: ModelSettings) -> float:
-    """The decision threshold from training-data predictions only (Youden's J, or 0.5 when fixed)."""
-    return 0.5 if settings.threshold_method == "fixed" else youden_threshold(y01, oof_prob)
+def choose_threshold(y: np.ndarray, oof_prob: np.ndarray, settings: ModelSettings) -> float:
+    """The decision threshold from training-data predictions only (Youden's J, or 0.5 when fixed).
+
+    NaN for a multi-class outcome, whose predicted class is the most probable one.
+    """
+    if np.ndim(oof_prob) == 2:
+        return float("nan")
+    return 0.5 if settings.threshold_method == "fixed" else youden_threshold(y, oof_prob)
 
 
-def tune(name: str, X: pd.DataFrame, y01: np.ndarray, groups, settings: ModelSettings):
-    """Inner search on (X, y01): the refitted best pipeline and its parameters."""
-    search = make_search(name, settings, groups is not None)
-    search.fit(X, y01, groups=groups) if groups is not None else search.fit(X, y01)
+def tune(name: str, X: pd.DataFrame, y: np.ndarray, groups, settings: ModelSettings):
+    """Inner search on (X, y): the refitted best pipeline and its parameters."""
+    search = make_search(name, settings, groups is not None, multiclass=len(np.unique(y)) > 2,
+                         cv=inner_splits(X, y, groups, settings))
+    search.fit(X, y, groups=groups) if groups is not None else search.fit(X, y)
     params = {key.removeprefix("clf__"): _plain(value) for key, value in search.best_params_.items()}
     return search.best_estimator_, params
 
 
-def fit_ensemble(kind: str, members: dict[str, Any], X: pd.DataFrame, y01: np.ndarray, settings: ModelSettings):
-    """An ensemble of the members' tuned (unfitted clones of) pipelines, fitted on (X, y01)."""
+def fit_ensemble(kind: str, members: dict[str, Any], X: pd.DataFrame, y: np.ndarray, settings: ModelSettings):
+    """An ensemble of the members' tuned (unfitted clones of) pipelines, fitted on (X, y)."""
     ensemble = build_ensemble(kind, [(name, clone(est)) for name, est in members.items()], settings)
-    return ensemble.fit(X, y01)
+    return ensemble.fit(X, y)
 
 
 def _plain(value):
@@ -140,21 +205,24 @@ def _plain(value):
 
 def nested_cv(
     X: pd.DataFrame,
-    y01: np.ndarray,
+    y: np.ndarray,
     settings: ModelSettings,
     groups: np.ndarray | None = None,
     progress: Callable[[str], None] | None = None,
 ) -> NestedCVResult:
-    """Run the nested CV for every model in ``settings.models`` (and the members ensembles need)."""
+    """Run the nested CV for every model in ``settings.models`` (and the members ensembles need).
+
+    ``y`` holds class indices (0/1, or 0..K-1 for a multi-class outcome).
+    """
     say = progress or (lambda message: None)
-    splits = outer_splits(y01, settings, groups)
+    splits = outer_splits(y, settings, groups, batch_values(X, settings))
     bases = settings.base_models()
     ensembles = [name for name in settings.models if name in ENSEMBLE_NAMES]
     folds: dict[str, list[FoldFit]] = {name: [] for name in bases + ensembles}
     seconds = dict.fromkeys(folds, 0.0)
     with _quiet():
         for repeat, fold, train, test in splits:
-            X_tr, X_te, y_tr = X.iloc[train], X.iloc[test], y01[train]
+            X_tr, X_te, y_tr = X.iloc[train], X.iloc[test], y[train]
             g_tr = None if groups is None else groups[train]
             members: dict[str, Any] = {}
             for name in bases:
@@ -163,7 +231,7 @@ def nested_cv(
                 best, params = tune(name, X_tr, y_tr, g_tr, settings)
                 oof = inner_oof_probabilities(best, X_tr, y_tr, g_tr, settings)
                 folds[name].append(FoldFit(
-                    repeat, fold, train, test, best, params, best.predict_proba(X_te)[:, 1],
+                    repeat, fold, train, test, best, params, class_probabilities(best.predict_proba(X_te)),
                     choose_threshold(y_tr, oof, settings), oof,
                 ))
                 members[name] = best
@@ -180,7 +248,7 @@ def nested_cv(
                     oof = inner_oof_probabilities(ensemble, X_tr, y_tr, g_tr, settings)
                 params = {name: fit.best_params for name, fit in member_fits.items()}
                 folds[kind].append(FoldFit(
-                    repeat, fold, train, test, ensemble, params, ensemble.predict_proba(X_te)[:, 1],
+                    repeat, fold, train, test, ensemble, params, class_probabilities(ensemble.predict_proba(X_te)),
                     choose_threshold(y_tr, oof, settings), oof,
                 ))
                 seconds[kind] += time.perf_counter() - start
@@ -188,19 +256,19 @@ def nested_cv(
 
 
 def refit_all(
-    X: pd.DataFrame, y01: np.ndarray, settings: ModelSettings, groups: np.ndarray | None = None,
+    X: pd.DataFrame, y: np.ndarray, settings: ModelSettings, groups: np.ndarray | None = None,
     progress: Callable[[str], None] | None = None,
 ) -> dict[str, tuple[Any, dict]]:
-    """Tune and fit every model on all of (X, y01): ``{name: (pipeline, best_params)}``."""
+    """Tune and fit every model on all of (X, y): ``{name: (pipeline, best_params)}``."""
     say = progress or (lambda message: None)
     fitted: dict[str, tuple[Any, dict]] = {}
     with _quiet():
         for name in settings.base_models():
-            say(f"final fit: tuning {name} on all {len(y01)} cases")
-            fitted[name] = tune(name, X, y01, groups, settings)
+            say(f"final fit: tuning {name} on all {len(y)} cases")
+            fitted[name] = tune(name, X, y, groups, settings)
         for kind in (name for name in settings.models if name in ENSEMBLE_NAMES):
             say(f"final fit: {kind} ensemble")
             chosen = {name: fitted[name][0] for name in settings.ensemble_members}
             params = {name: fitted[name][1] for name in settings.ensemble_members}
-            fitted[kind] = (fit_ensemble(kind, chosen, X, y01, settings), params)
+            fitted[kind] = (fit_ensemble(kind, chosen, X, y, settings), params)
     return fitted

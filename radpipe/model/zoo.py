@@ -1,7 +1,9 @@
 """The model zoo: one leakage-safe Pipeline per estimator family, with its hyper-parameter search space.
 
-Every pipeline is ``impute -> variance -> scale -> decorrelate -> select -> clf``; every step is
-fitted on training data only, so cross-validation refits all of them in each fold. The final
+Every pipeline is ``impute -> variance -> scale -> decorrelate -> select -> clf``, with
+``harmonise`` (ComBat) after ``impute`` and ``rebalance`` (a sampler) before ``select`` when the
+settings ask for them; every step is fitted on training data only, so cross-validation refits all
+of them in each fold. The final
 estimator always has ``predict_proba`` (SVMs through ``CalibratedClassifierCV``), and
 ``pipeline[:-1].get_feature_names_out()`` names the features it sees; steps pass DataFrames, so
 ``pipeline[:-1].transform(X)`` returns a DataFrame with those names.
@@ -13,6 +15,7 @@ from typing import Any
 
 from scipy.stats import loguniform, randint, uniform
 from sklearn.calibration import CalibratedClassifierCV
+from sklearn.compose import ColumnTransformer
 from sklearn.ensemble import (
     AdaBoostClassifier,
     ExtraTreesClassifier,
@@ -30,7 +33,7 @@ from sklearn.preprocessing import FunctionTransformer, StandardScaler
 from sklearn.svm import SVC
 
 from radpipe.model.settings import ENSEMBLE_NAMES, ModelSettings
-from radpipe.model.transformers import CorrelationFilter, FeatureSelector
+from radpipe.model.transformers import ComBatHarmoniser, CorrelationFilter, FeatureSelector
 
 _PREFIX = "clf__"
 
@@ -88,26 +91,58 @@ _DISTRIBUTIONS: dict[str, dict[str, Any]] = {
 }
 
 
+def _imputer(settings: ModelSettings) -> Any:
+    imputer = SimpleImputer(strategy=settings.impute)
+    if not settings.harmonise:
+        return imputer
+    # ComBat cannot take missing values, so imputation comes first; the batch labels (often text)
+    # pass through it untouched, for the harmoniser to read and drop
+    return ColumnTransformer([("batch", "passthrough", [settings.batch_column])], remainder=imputer,
+                             verbose_feature_names_out=False)
+
+
+def _sampler(settings: ModelSettings) -> Any:
+    from imblearn.over_sampling import SMOTE, RandomOverSampler
+    from imblearn.under_sampling import RandomUnderSampler
+
+    kinds = {"smote": SMOTE, "random_over": RandomOverSampler, "random_under": RandomUnderSampler}
+    return kinds[settings.rebalance](random_state=settings.seed)
+
+
 def preprocessing_steps(settings: ModelSettings) -> list[tuple[str, Any]]:
     """The data-dependent steps before the estimator, as configured."""
-    return [
-        ("impute", SimpleImputer(strategy=settings.impute)),
+    steps: list[tuple[str, Any]] = [("impute", _imputer(settings))]
+    if settings.harmonise:
+        steps.append(("harmonise", ComBatHarmoniser(batch_column=settings.batch_column)))
+    steps += [
         ("variance", VarianceThreshold(settings.variance_threshold)
          if settings.variance_threshold is not None else "passthrough"),
         ("scale", StandardScaler()),
         ("decorrelate", CorrelationFilter(settings.correlation_threshold)
          if settings.correlation_threshold is not None else "passthrough"),
-        ("select", FeatureSelector(method=settings.selection, k=settings.select_k)
-         if settings.selection != "none" else "passthrough"),
     ]
+    if settings.rebalance:
+        # resampling acts in fit only (transform and predict skip it), on scaled, decorrelated features
+        # where SMOTE's nearest neighbours mean something; before select, so pipeline[:-1] ends in a transformer
+        steps.append(("rebalance", _sampler(settings)))
+    steps.append(("select", FeatureSelector(method=settings.selection, k=settings.select_k)
+                  if settings.selection != "none" else "passthrough"))
+    return steps
 
 
 def build_pipeline(name: str, settings: ModelSettings) -> Pipeline:
-    """An unfitted Pipeline for a single estimator family (not an ensemble)."""
+    """An unfitted Pipeline for a single estimator family (not an ensemble).
+
+    With ``settings.rebalance`` it is imbalanced-learn's Pipeline (a subclass of scikit-learn's that
+    lets a sampler resample the training data in ``fit``); otherwise scikit-learn's.
+    """
     if name in ENSEMBLE_NAMES:
         raise ValueError(f"{name!r} is an ensemble: build it with build_ensemble from fitted members")
+    pipeline_class = Pipeline
+    if settings.rebalance:
+        from imblearn.pipeline import Pipeline as pipeline_class
     # pandas between steps, so every step (and the estimator) is fitted with the feature names it sees
-    return Pipeline([*preprocessing_steps(settings), ("clf", _estimator(name, settings))]).set_output(
+    return pipeline_class([*preprocessing_steps(settings), ("clf", _estimator(name, settings))]).set_output(
         transform="pandas")
 
 
