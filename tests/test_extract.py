@@ -209,3 +209,17 @@ def test_busi_extra_lesion_masks_give_one_row_per_roi_and_aggregate(data_dir, tm
     rows = table.loc["busi_0125"]
     expected = (rows["original_firstorder_Mean"] * rows[area]).sum() / rows[area].sum()
     assert weighted.loc["busi_0125", "original_firstorder_Mean"] == pytest.approx(expected, rel=1e-12)
+
+
+def test_shape_axes_that_pyradiomics_returns_as_complex_are_real_features(tmp_path):
+    # this sphere's eigenvalues come out of pyradiomics as 1-4e-17j (Elongation) and the like
+    from radpipe.extract.features import CaseInput, extract_case
+
+    write_case(tmp_path, "sphere", seed=2, radius=4.2)
+    case = CaseInput("sphere", str(tmp_path / "images/sphere.nii.gz"), str(tmp_path / "masks/sphere.nii.gz"))
+    settings = ExtractSettings(setting={"binWidth": 25}, featureClass={"shape": None})
+    result = extract_case(case, settings)
+    assert result.status == "ok", result.qc
+    row = result.features[0]
+    assert row["original_shape_Elongation"] == pytest.approx(1.0, abs=1e-12)
+    assert row["original_shape_MajorAxisLength"] == pytest.approx(7.714656412756111, rel=1e-12)

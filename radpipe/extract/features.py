@@ -382,7 +382,14 @@ def _dicom_modality(path: Path) -> str | None:
 
 def _to_float(value: Any) -> float:
     array = np.asarray(value)
-    return float(array) if array.size == 1 else float("nan")
+    if array.size != 1:
+        return float("nan")
+    if np.iscomplexobj(array):
+        # pyradiomics' shape axes come from eigenvalues, which round-off makes complex (1-4e-17j) on
+        # symmetric masks: keep the real part when the imaginary one is round-off, else there is no value
+        real, imag = float(array.real), float(array.imag)
+        return real if abs(imag) <= 1e-9 * max(1.0, abs(real)) else float("nan")
+    return float(array)
 
 
 def _diagnostics(case: CaseInput, roi: str, image: sitk.Image, roi_image: sitk.Image, roi_mask: sitk.Image,
