@@ -217,14 +217,19 @@ def roc_curve_band(y: np.ndarray, p: np.ndarray, *, n_boot: int = 1000, seed: in
         sens = (yhat & (y == 1)).sum() / max(1, (y == 1).sum())
         spec = (~yhat & (y == 0)).sum() / max(1, (y == 0).sum())
         ax.plot([1 - spec], [sens], "o", color="black", ms=5, label=f"threshold {threshold:.2f}")
+    _roc_axes(ax, legend_size=8)
+    return _png(fig), stats
+
+
+def _roc_axes(ax, *, legend_size: int) -> None:
+    """Chance diagonal, labels and a square unit box shared by the binary and one-vs-rest ROC plots."""
     ax.plot([0, 1], [0, 1], color=GREY, lw=0.8, ls="--")
     ax.set_xlabel("1 − specificity")
     ax.set_ylabel("sensitivity")
     ax.set_xlim(0, 1)
     ax.set_ylim(0, 1.01)
     ax.set_aspect("equal")
-    ax.legend(loc="lower right", fontsize=8, frameon=False)
-    return _png(fig), stats
+    ax.legend(loc="lower right", fontsize=legend_size, frameon=False)
 
 
 def calibration(y: np.ndarray, p: np.ndarray, *, bins: int = 10) -> bytes:
@@ -387,13 +392,7 @@ def roc_curves_ovr(y: np.ndarray, prob: np.ndarray, classes: list[str], *, n_boo
         if np.isfinite(aucs[k]):
             fpr, tpr, _ = roc_curve(y == k, prob[:, k])
             ax.plot(fpr, tpr, color=_class_colour(k), lw=1.6, label=f"{_short(name, 24)} vs rest: AUC {aucs[k]:.3f}")
-    ax.plot([0, 1], [0, 1], color=GREY, lw=0.8, ls="--")
-    ax.set_xlabel("1 − specificity")
-    ax.set_ylabel("sensitivity")
-    ax.set_xlim(0, 1)
-    ax.set_ylim(0, 1.01)
-    ax.set_aspect("equal")
-    ax.legend(loc="lower right", fontsize=7, frameon=False)
+    _roc_axes(ax, legend_size=7)
     macro = float(np.nanmean(aucs)) if np.isfinite(aucs).any() else float("nan")
     stats = {"auc": macro, "auc_ci_low": None, "auc_ci_high": None, "n": int(len(y)),
              "per_class": {str(c): (float(a) if np.isfinite(a) else None) for c, a in zip(classes, aucs, strict=True)}}

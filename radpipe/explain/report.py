@@ -489,11 +489,7 @@ def _performance(model_path, card, proba, labels, threshold, settings) -> dict:
     pred_path = model_path / "predictions.csv"
     if pred_path.exists():
         try:
-            pr = pd.read_csv(pred_path)
-            if "cohort" in pr.columns:  # external test cohorts are reported apart, not mixed into CV
-                pr = pr[pr["cohort"].fillna("cv").astype(str) == "cv"]
-            if "model" in pr.columns and card.get("model_name") in set(pr["model"].astype(str)):
-                pr = pr[pr["model"].astype(str) == str(card["model_name"])]
+            pr = _cv_predictions(pred_path, card)
             if "y_true" not in pr.columns and "label" in pr.columns:
                 pr["y_true"] = (pr["label"].astype(str) == positive).astype(int)
             per_case = pr.groupby(pr["case_id"].astype(str)).agg(y_true=("y_true", "first"), y_prob=("y_prob", "mean"))
@@ -515,12 +511,7 @@ def _performance(model_path, card, proba, labels, threshold, settings) -> dict:
                                                                  seed=settings.seed, threshold=threshold)
         out["figures"]["calibration"] = plots.calibration(y, p)
         out["figures"]["confusion"], out["confusion"] = plots.confusion(y, p, threshold, (negative, positive))
-    metrics_path = model_path / "metrics.csv"
-    if metrics_path.exists():
-        try:
-            out["metrics_table"] = _metrics_table(pd.read_csv(metrics_path), card.get("model_name"))
-        except Exception as exc:
-            warnings.warn(f"ignoring {metrics_path}: {exc}", stacklevel=2)
+    _add_metrics_table(out, model_path, card)
     return out
 
 
@@ -533,11 +524,7 @@ def _performance_multiclass(model_path, card, classes, class_proba, labels, sett
     pred_path = model_path / "predictions.csv"
     if pred_path.exists():
         try:
-            pr = pd.read_csv(pred_path)
-            if "cohort" in pr.columns:  # external test cohorts are reported apart, not mixed into CV
-                pr = pr[pr["cohort"].fillna("cv").astype(str) == "cv"]
-            if "model" in pr.columns and card.get("model_name") in set(pr["model"].astype(str)):
-                pr = pr[pr["model"].astype(str) == str(card["model_name"])]
+            pr = _cv_predictions(pred_path, card)
             pr = pr.assign(y_true=pd.Categorical(pr["label"].astype(str), categories=classes).codes)
             per_case = pr.groupby(pr["case_id"].astype(str)).agg(
                 y_true=("y_true", "first"), **{col: (col, "mean") for col in prob_cols})
@@ -563,13 +550,27 @@ def _performance_multiclass(model_path, card, classes, class_proba, labels, sett
                                                                  seed=settings.seed)
         out["figures"]["confusion"], out["confusion_matrix"] = plots.confusion_multiclass(
             y, p.argmax(axis=1), classes)
+    _add_metrics_table(out, model_path, card)
+    return out
+
+
+def _cv_predictions(pred_path: Path, card: dict) -> pd.DataFrame:
+    """The card's model's out-of-fold rows of predictions.csv (external cohorts are reported apart)."""
+    pr = pd.read_csv(pred_path)
+    if "cohort" in pr.columns:
+        pr = pr[pr["cohort"].fillna("cv").astype(str) == "cv"]
+    if "model" in pr.columns and card.get("model_name") in set(pr["model"].astype(str)):
+        pr = pr[pr["model"].astype(str) == str(card["model_name"])]
+    return pr
+
+
+def _add_metrics_table(out: dict, model_path: Path, card: dict) -> None:
     metrics_path = model_path / "metrics.csv"
     if metrics_path.exists():
         try:
             out["metrics_table"] = _metrics_table(pd.read_csv(metrics_path), card.get("model_name"))
         except Exception as exc:
             warnings.warn(f"ignoring {metrics_path}: {exc}", stacklevel=2)
-    return out
 
 
 def _metrics_table(df: pd.DataFrame, model_name) -> dict:
