@@ -116,6 +116,9 @@ def extract(
     formats = tuple(part.strip() for part in format.split(",") if part.strip())
     result = extract_with_progress(cohort, settings, out, jobs=jobs, scheduler=scheduler, formats=formats,
                                    cache_dir=cache_dir, pseudonymise=pseudonymise)
+    if not result.tables_written:
+        console.print(f"nothing changed since the last run: {result.summary.cached} cases from the cache, "
+                      f"tables in {out} left as they were")
     return EXIT_CASES_FAILED if result.n_failed else EXIT_OK
 
 

@@ -64,3 +64,20 @@ def test_run_on_an_unlabelled_dataset_stops_before_extracting(tmp_path, data_dir
     result = runner.invoke(app, ["run", str(recipe), "--out", str(tmp_path / "out")])
     assert result.exit_code == 2 and "no labels" in result.output
     assert not (tmp_path / "out").exists()
+
+
+def test_params_file_on_the_command_line_overrides_the_recipe(tmp_path):
+    from tests.synth import make_cohort
+
+    cohort = make_cohort(tmp_path / "cohort", n=2, labels=False)
+    recipe = tmp_path / "recipe.yaml"
+    recipe.write_text("name: r\ndataset: cohort\nextract:\n  setting: {binWidth: 25}\n"
+                      "  featureClass: {firstorder: [Mean]}\n")
+    params = tmp_path / "lab.yaml"
+    params.write_text("featureClass:\n  firstorder: [Mean]\nimageType:\n  Square: {}\n")
+    out = tmp_path / "out"
+    result = runner.invoke(app, ["extract", str(cohort), "--recipe", str(recipe), "--params", str(params),
+                                 "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    header = (out / "features.csv").read_text().splitlines()[0]
+    assert "square_firstorder_Mean" in header  # the file's image type, not only the recipe's Original

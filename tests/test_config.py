@@ -77,3 +77,16 @@ def test_misspelt_dataset_key(tmp_path):
     datasets = write(tmp_path, "datasets.yaml", "datasets:\n  one:\n    root: .\n    label_colum: y\n")
     with pytest.raises(ConfigError, match="datasets.one.label_colum"):
         load_datasets(datasets)
+
+
+def test_copied_extract_settings_build_their_own_pyradiomics_params(tmp_path):
+    from radpipe.extract.settings import ExtractSettings
+
+    params = tmp_path / "lab.yaml"
+    params.write_text("setting:\n  binWidth: 5\nimageType:\n  LoG:\n    sigma: [2.0]\n")
+    original = ExtractSettings(setting={"binWidth": 25})
+    assert original.pyradiomics_params()["setting"]["binWidth"] == 25  # built and kept
+    copied = original.model_copy(update={"params_file": params, "setting": {}})
+    assert copied.pyradiomics_params()["setting"]["binWidth"] == 5
+    assert copied.pyradiomics_params()["imageType"] == {"LoG": {"sigma": [2.0]}}
+    assert original.pyradiomics_params()["setting"]["binWidth"] == 25

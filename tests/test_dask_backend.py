@@ -50,3 +50,15 @@ def test_dask_rerun_is_served_from_cache(tmp_path):
     again = extract_cohort(cohort, settings, tmp_path / "joblib", jobs=1, cache_dir=cache, formats=("csv",))
     assert (first.summary.computed, again.summary.computed, again.summary.cached) == (4, 0, 4)
     assert (tmp_path / "dask" / "features.csv").read_bytes() == (tmp_path / "joblib" / "features.csv").read_bytes()
+
+
+def test_local_cluster_settings_name_real_dask_options():
+    """dask.config.set accepts any key, so a misspelt one would silently change nothing."""
+    _require_distributed()
+    import dask
+    import distributed  # noqa: F401  (registers the distributed defaults)
+
+    from radpipe.extract.runner import LOCAL_CLUSTER_CONFIG
+
+    for key in LOCAL_CLUSTER_CONFIG:
+        assert dask.config.get(key, default="missing") != "missing", key

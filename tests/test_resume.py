@@ -22,8 +22,8 @@ TABLES = ("features.csv", "features_long.csv", "features.parquet", "codebook.csv
 N_CASES = 12
 
 
-def _command(cohort: Path, out: Path) -> list[str]:
-    return [sys.executable, "-m", "radpipe", "extract", str(cohort), "--out", str(out), "--jobs", "1"]
+def _command(cohort: Path, out: Path, jobs: int = 1) -> list[str]:
+    return [sys.executable, "-m", "radpipe", "extract", str(cohort), "--out", str(out), "--jobs", str(jobs)]
 
 
 def _env() -> dict[str, str]:
@@ -34,8 +34,9 @@ def _cache_entries(out: Path) -> list[Path]:
     return sorted((out / ".cache").glob("*/*.json"))
 
 
-def _start_and_wait_for(cohort: Path, out: Path, n_entries: int, timeout: float = 120) -> subprocess.Popen:
-    process = subprocess.Popen(_command(cohort, out), env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+def _start_and_wait_for(cohort: Path, out: Path, n_entries: int, timeout: float = 120,
+                        jobs: int = 1) -> subprocess.Popen:
+    process = subprocess.Popen(_command(cohort, out, jobs), env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     deadline = time.monotonic() + timeout
     while len(_cache_entries(out)) < n_entries:
         if process.poll() is not None:
@@ -67,10 +68,12 @@ def _assert_tables_identical(out: Path, reference: Path) -> None:
         assert (out / name).read_bytes() == (reference / name).read_bytes(), name
 
 
-def test_killed_run_resumes_with_only_the_unfinished_cases(reference, tmp_path):
+@pytest.mark.parametrize("jobs", [1, 2])
+def test_killed_run_resumes_with_only_the_unfinished_cases(reference, tmp_path, jobs):
+    """With --jobs 2 each worker's result is cached as it arrives, before the next one is awaited."""
     cohort, reference_out = reference
     out = tmp_path / "out"
-    process = _start_and_wait_for(cohort, out, n_entries=3)
+    process = _start_and_wait_for(cohort, out, n_entries=3, jobs=jobs)
     process.send_signal(signal.SIGKILL)
     process.wait()
     assert process.returncode == -signal.SIGKILL
@@ -79,10 +82,10 @@ def test_killed_run_resumes_with_only_the_unfinished_cases(reference, tmp_path):
     assert 0 < unfinished < N_CASES, f"the kill came too late ({finished} cases cached)"
     assert not (out / "features.csv").exists()  # no table is written before every case is done
 
-    again = subprocess.run(_command(cohort, out), env=_env(), capture_output=True, text=True, timeout=300)
+    again = subprocess.run(_command(cohort, out, jobs), env=_env(), capture_output=True, text=True, timeout=300)
     assert again.returncode == 0, again.stderr[-2000:]
     manifest = _manifest(out)
-    print(f"\nkilled after {finished}/{N_CASES} cases cached; the rerun computed {manifest['computed']} "
+    print(f"\n--jobs {jobs}: killed after {finished}/{N_CASES} cases cached; the rerun computed {manifest['computed']} "
           f"(unfinished: {unfinished}) and took {manifest['cached']} from the cache")
     assert (manifest["computed"], manifest["cached"]) == (unfinished, finished)
     _assert_tables_identical(out, reference_out)

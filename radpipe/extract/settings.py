@@ -58,7 +58,9 @@ class ExtractSettings(BaseModel):
     )
     geometry_tolerance: float = Field(1e-3, description="Image/mask geometry differences below this are fixed.")
 
-    _params_cache: dict | None = PrivateAttr(None)
+    # (the inputs it was built from, the params): keyed, so model_copy(update=...) or an assignment never
+    # hands out the parameters of the settings it was copied from
+    _params_cache: tuple[str, dict] | None = PrivateAttr(None)
 
     def resolve_paths(self, base: Path, recipe_file: Path | None = None) -> None:
         """Make ``params_file`` absolute and validate the pyradiomics parameters now, not mid-run."""
@@ -68,8 +70,9 @@ class ExtractSettings(BaseModel):
 
     def pyradiomics_params(self, source: str | None = None) -> dict:
         """The full pyradiomics parameter dict (params file, then the recipe's own keys on top), validated."""
-        if self._params_cache is not None:
-            return copy.deepcopy(self._params_cache)
+        inputs = repr((str(self.params_file), self.setting, self.imageType, self.featureClass))
+        if self._params_cache is not None and self._params_cache[0] == inputs:
+            return copy.deepcopy(self._params_cache[1])
         params: dict[str, Any] = {"setting": {}, "imageType": {}, "featureClass": {}}
         if self.params_file is not None:
             if not self.params_file.exists():
@@ -84,7 +87,7 @@ class ExtractSettings(BaseModel):
         if not params["imageType"]:
             params["imageType"] = {"Original": {}}
         validate_pyradiomics_params(params, source=str(self.params_file or source))
-        self._params_cache = params
+        self._params_cache = (inputs, params)
         return copy.deepcopy(params)
 
     def fingerprint(self) -> str:

@@ -2,40 +2,76 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import time
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
 import pandas as pd
 from filelock import FileLock, Timeout
 
-from radpipe._io import atomic_write_text, software_versions
+from radpipe._io import atomic_write_text, sha256_bytes_of, software_versions
 from radpipe.cohort import Cohort
 from radpipe.errors import ConfigError
 from radpipe.extract import tables
-from radpipe.extract.features import CaseResult
+from radpipe.extract.features import CaseInput, CaseResult
 from radpipe.extract.runner import DigestMemo, ResultCache, RunSummary, case_inputs, run_cases
 from radpipe.extract.settings import ExtractSettings
 from radpipe.pseudonym import Pseudonymiser
 
 FORMATS = ("csv", "parquet")
+TABLES_FORMAT = 1  # bump when the table-writing code changes what it writes: reruns then rewrite the tables
 
 
-@dataclass
 class ExtractResult:
-    features: pd.DataFrame  # indexed by case_id (plus a roi column for multi-lesion cohorts)
-    qc: pd.DataFrame
-    summary: RunSummary
-    out_dir: Path
+    """What ``extract_cohort`` produced: the feature table (indexed by case_id, plus a roi column for
+    multi-lesion cohorts), the QC ledger, the run summary and the output folder.
+
+    ``tables_written`` is False when nothing had changed since the previous run into ``out_dir`` (same
+    cases, inputs, settings and formats, and every table still as written): the tables were left as they
+    were, and ``features`` / ``qc`` are read back from them on first use.
+    """
+
+    def __init__(self, features: pd.DataFrame | None, qc: pd.DataFrame | None, summary: RunSummary, out_dir: Path,
+                 *, tables_written: bool = True, formats: tuple[str, ...] = FORMATS):
+        self._features, self._qc = features, qc
+        self.summary, self.out_dir = summary, Path(out_dir)
+        self.tables_written, self.formats = tables_written, formats
+
+    @property
+    def features(self) -> pd.DataFrame:
+        if self._features is None:
+            self._features = _read_features(self.out_dir, self.formats)
+        return self._features
+
+    @property
+    def qc(self) -> pd.DataFrame:
+        if self._qc is None:
+            self._qc = pd.read_csv(self.out_dir / "qc.csv", dtype=str, keep_default_na=False)
+        return self._qc
 
     @property
     def n_failed(self) -> int:
         """Cases with at least one failed ledger row (including files that could not be paired)."""
         return self.summary.failed
+
+    def __repr__(self) -> str:
+        s = self.summary
+        return (f"ExtractResult({self.out_dir}: {s.n_cases} cases, {s.computed} computed, {s.cached} from cache, "
+                f"{s.failed} failed{'' if self.tables_written else ', tables unchanged'})")
+
+
+def _read_features(out_dir: Path, formats: tuple[str, ...] = FORMATS) -> pd.DataFrame:
+    """The wide table as ``extract_cohort`` returns it, read back from what it wrote (Parquet when there is one;
+    the CSV holds every float at full precision, and pandas reads it back exactly)."""
+    if "parquet" in formats:
+        wide = pd.read_parquet(out_dir / "features.parquet")
+    else:
+        wide = pd.read_csv(out_dir / "features.csv", dtype={"case_id": str, "roi": str})
+    return wide.set_index("case_id") if not wide.empty else wide
 
 
 def output_lock(out_dir: Path, wait_seconds: float = 0.0) -> FileLock:
@@ -85,13 +121,17 @@ def extract_cohort(cohort: Cohort, settings: ExtractSettings, out_dir: str | Pat
     Writes ``features.csv`` (wide), ``features_long.csv``, ``features.parquet``, ``codebook.csv``,
     ``diagnostics.csv``, ``qc.csv`` and ``manifest.json``. Finished cases are cached under
     ``out_dir/.cache`` (or ``cache_dir``), so rerunning after a crash or after adding cases only
-    computes what is new.
+    computes what is new. A rerun in which nothing changed (every case from the cache, the same
+    settings and formats, and every table still holding the bytes the manifest records) leaves the
+    tables as they are and only records the run in ``manifest.json``, like ``make``; a table deleted
+    or edited by hand is written again.
 
     With ``pseudonymise=KEY_FILE`` every case id in the outputs is replaced by a stable hashed id
     (the key file holds the secret and the mapping), file names are left out of diagnostics.csv,
     and the cache, which knows the real ids, is kept beside the key file instead of in ``out_dir``.
     """
     out_dir = Path(out_dir)
+    formats = tuple(formats)
     unknown = set(formats) - set(FORMATS)
     if unknown:
         raise ConfigError(f"unknown format(s) {sorted(unknown)}; choose from {', '.join(FORMATS)}", key="--format")
@@ -120,32 +160,21 @@ def extract_cohort(cohort: Cohort, settings: ExtractSettings, out_dir: str | Pat
             {"case_id": p.case_id, "roi": "", "status": p.status, "action": p.action, "reason": p.reason}
             for p in cohort.problems
         ]
-        wide = tables.feature_table(summary.results)
-        qc = tables.qc_table(summary.results, problem_rows)
-        diagnostics = tables.diagnostics_table(summary.results)
+        known_ids = len(pseudonyms.mapping) if pseudonyms else 0
+        outputs_key = _outputs_key(items, summary.keys, problem_rows, settings, formats, pseudonyms)
+        previous = _unchanged_outputs(out_dir, outputs_key) if summary.computed == 0 else None
+        if previous is not None:
+            written = previous
+            wide = qc = None
+            if pseudonyms and len(pseudonyms.mapping) != known_ids:
+                pseudonyms.save()
+        else:
+            wide, qc, written = _write_tables(out_dir, summary.results, problem_rows, settings, formats, pseudonyms)
+        summary.failed = _failed_cases(summary.results, problem_rows)
         inputs = {item.case_id: {"image_sha256": item.image_sha256, "mask_sha256": item.mask_sha256}
                   for item in items}
         if pseudonyms:
-            wide = pseudonyms.table(wide)
-            qc = pseudonyms.table(qc, text_columns=("reason",))
-            diagnostics = pseudonyms.table(diagnostics.drop(columns=["image_file", "mask_file"], errors="ignore"),
-                                           text_columns=("conversions",))
             inputs = {pseudonyms(case_id): hashes for case_id, hashes in inputs.items()}
-            pseudonyms.save()
-        params = settings.pyradiomics_params()
-        prep = "; ".join(step.step for step in settings.preprocessing) or "none"
-
-        if "csv" in formats:
-            tables.write_csv(wide, out_dir / "features.csv")
-            tables.write_csv(tables.long_table(wide), out_dir / "features_long.csv")
-        if "parquet" in formats:
-            tables.write_parquet(wide, out_dir / "features.parquet")
-        from radpipe.extract.ibsi import ibsi_table
-
-        tables.write_csv(tables.codebook_table(list(wide.columns), params, ibsi_table(), prep),
-                         out_dir / "codebook.csv")
-        tables.write_csv(diagnostics, out_dir / "diagnostics.csv")
-        tables.write_csv(qc, out_dir / "qc.csv")
         manifest = {
             "stage": "extract",
             "cohort": cohort.name,
@@ -153,13 +182,15 @@ def extract_cohort(cohort: Cohort, settings: ExtractSettings, out_dir: str | Pat
             "n_cases": len(items),
             "computed": summary.computed,
             "cached": summary.cached,
-            "failed": int((qc.groupby("case_id")["status"].apply(lambda s: (s == "failed").any())).sum()),
+            "failed": summary.failed,
             "fixed": summary.fixed,
+            "tables_written": previous is None,
             "settings": json.loads(settings.model_dump_json()),
-            "pyradiomics_params": params,
+            "pyradiomics_params": settings.pyradiomics_params(),
             "pseudonymised": bool(pseudonyms),
             "inputs": inputs,
             "versions": software_versions(),
+            "outputs": {"key": outputs_key, "sha256": written},
             "started": started.isoformat(timespec="seconds"),
             "finished": datetime.now(UTC).isoformat(timespec="seconds"),
             "wall_seconds": round(time.perf_counter() - clock, 3),
@@ -167,6 +198,76 @@ def extract_cohort(cohort: Cohort, settings: ExtractSettings, out_dir: str | Pat
         atomic_write_text(out_dir / "manifest.json", json.dumps(manifest, indent=2, default=str))
     finally:
         lock.release()
-    index = wide.set_index("case_id") if not wide.empty else wide
-    summary.failed = manifest["failed"]
-    return ExtractResult(index, qc, summary, out_dir)
+    if wide is not None:
+        wide = wide.set_index("case_id") if not wide.empty else wide
+    return ExtractResult(wide, qc, summary, out_dir, tables_written=previous is None, formats=formats)
+
+
+def _write_tables(out_dir: Path, results: list[CaseResult], problem_rows: list[dict], settings: ExtractSettings,
+                  formats: tuple[str, ...], pseudonyms: Pseudonymiser | None
+                  ) -> tuple[pd.DataFrame, pd.DataFrame, dict[str, str]]:
+    """Build and write every table; return the wide table, the QC ledger and {file name: sha256 written}."""
+    wide = tables.feature_table(results)
+    qc = tables.qc_table(results, problem_rows)
+    diagnostics = tables.diagnostics_table(results)
+    if pseudonyms:
+        wide = pseudonyms.table(wide)
+        qc = pseudonyms.table(qc, text_columns=("reason",))
+        diagnostics = pseudonyms.table(diagnostics.drop(columns=["image_file", "mask_file"], errors="ignore"),
+                                       text_columns=("conversions",))
+        pseudonyms.save()
+    params = settings.pyradiomics_params()
+    prep = "; ".join(step.step for step in settings.preprocessing) or "none"
+    written = {}
+    if "csv" in formats:
+        written["features.csv"] = tables.write_csv(wide, out_dir / "features.csv")
+        written["features_long.csv"] = tables.write_csv(tables.long_table(wide), out_dir / "features_long.csv")
+    if "parquet" in formats:
+        written["features.parquet"] = tables.write_parquet(wide, out_dir / "features.parquet")
+    from radpipe.extract.ibsi import ibsi_table
+
+    written["codebook.csv"] = tables.write_csv(
+        tables.codebook_table(list(wide.columns), params, ibsi_table(), prep), out_dir / "codebook.csv")
+    written["diagnostics.csv"] = tables.write_csv(diagnostics, out_dir / "diagnostics.csv")
+    written["qc.csv"] = tables.write_csv(qc, out_dir / "qc.csv")
+    return wide, qc, written
+
+
+def _failed_cases(results: list[CaseResult], problem_rows: list[dict]) -> int:
+    """Cases with at least one failed row in the QC ledger."""
+    failed = {row.case_id for result in results for row in result.qc if row.status == "failed"}
+    return len(failed | {row["case_id"] for row in problem_rows if row["status"] == "failed"})
+
+
+def _outputs_key(items: list[CaseInput], keys: dict[str, str], problem_rows: list[dict], settings: ExtractSettings,
+                 formats: tuple[str, ...], pseudonyms: Pseudonymiser | None) -> str:
+    """A hash of everything the tables are made from: every case's cache key (in order), the files that could
+    not be paired, the settings, the formats and the pseudonyms. The same key means the same table bytes."""
+    ids = [item.case_id for item in items] + [row["case_id"] for row in problem_rows]
+    payload = json.dumps({
+        "format": TABLES_FORMAT,
+        "radpipe": software_versions().get("radpipe"),
+        "cases": [[item.case_id, keys[item.case_id]] for item in items],
+        "problems": problem_rows,
+        "settings": settings.fingerprint(),
+        "formats": sorted(set(formats)),
+        "pseudonyms": [pseudonyms(case_id) for case_id in ids] if pseudonyms else None,
+    }, sort_keys=True, default=str)
+    return hashlib.sha256(payload.encode()).hexdigest()
+
+
+def _unchanged_outputs(out_dir: Path, outputs_key: str) -> dict[str, str] | None:
+    """{file name: sha256} of the previous run's tables when they were made from ``outputs_key`` and every one
+    still holds exactly those bytes; None when anything differs (then every table is written again)."""
+    try:
+        record = json.loads((out_dir / "manifest.json").read_text()).get("outputs") or {}
+    except (OSError, ValueError, AttributeError):
+        return None
+    files = record.get("sha256")
+    if record.get("key") != outputs_key or not isinstance(files, dict) or not files:
+        return None
+    for name, digest in files.items():
+        path = out_dir / name
+        if not path.is_file() or sha256_bytes_of(path) != digest:
+            return None
+    return files

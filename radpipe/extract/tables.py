@@ -7,11 +7,13 @@ column, full float precision (``repr``) so values round-trip exactly.
 
 from __future__ import annotations
 
+import hashlib
 import io as _io
 import re
 from functools import cache
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from radpipe._io import atomic_write_bytes
@@ -49,10 +51,28 @@ def feature_table(results: list[CaseResult]) -> pd.DataFrame:
 
 
 def long_table(wide: pd.DataFrame) -> pd.DataFrame:
-    """The tidy form: one row per case, ROI and feature."""
+    """The tidy form: one row per case, ROI and feature (feature by feature, cases in table order)."""
     if wide.empty:
         return pd.DataFrame(columns=LONG_COLUMNS)
     frame = wide if "roi" in wide.columns else wide.assign(roi="roi")
+    columns = [column for column in frame.columns if column not in ID_COLUMNS]
+    values = frame[columns]
+    if not all(dtype == "float64" for dtype in values.dtypes):  # not a table radpipe wrote: the general path
+        return _melted(frame)
+    # what DataFrame.melt gives, built from arrays: melt is ~10x slower on a 1,000-column table
+    n_rows = len(frame)
+    parts = [split_feature_name(column) for column in columns]
+    return pd.DataFrame({
+        "case_id": np.tile(frame["case_id"].to_numpy(), len(columns)),
+        "roi": np.tile(frame["roi"].to_numpy(), len(columns)),
+        "image_type": np.repeat([part[0] for part in parts], n_rows),
+        "feature_class": np.repeat([part[1] for part in parts], n_rows),
+        "feature": np.repeat([part[2] for part in parts], n_rows),
+        "value": values.to_numpy().ravel(order="F"),
+    }, columns=LONG_COLUMNS)
+
+
+def _melted(frame: pd.DataFrame) -> pd.DataFrame:
     long = frame.melt(id_vars=["case_id", "roi"], var_name="column", value_name="value")
     names = {column: split_feature_name(column) for column in frame.columns if column not in ID_COLUMNS}
     for position, part in enumerate(("image_type", "feature_class", "feature")):  # split each name once
@@ -92,6 +112,8 @@ def codebook_table(columns: list[str], params: dict, ibsi: pd.DataFrame | None =
     setting = params.get("setting", {})
     discretisation = (f"binCount={setting['binCount']}" if "binCount" in setting
                       else f"binWidth={setting.get('binWidth', 25)}")
+    codes = _ibsi_rows(ibsi)
+    docs = _feature_docs()
     rows = []
     for column in columns:
         if column in ID_COLUMNS:
@@ -99,16 +121,17 @@ def codebook_table(columns: list[str], params: dict, ibsi: pd.DataFrame | None =
         image_type, feature_class, feature = split_feature_name(column)
         family = ("shape" if feature_class.startswith("shape") else
                   "first order" if feature_class == "firstorder" else "texture")
+        code = codes.get((feature_class, feature), {})
         rows.append({
             "column": column,
             "image_type": image_type,
             "feature_class": feature_class,
             "feature": feature,
             "family": family,
-            "description": _feature_docs().get((feature_class, feature), ""),
-            "ibsi_code": _lookup(ibsi, feature_class, feature, "ibsi_code"),
-            "ibsi_name": _lookup(ibsi, feature_class, feature, "ibsi_name"),
-            "ibsi_note": _lookup(ibsi, feature_class, feature, "ibsi_note"),
+            "description": docs.get((feature_class, feature), ""),
+            "ibsi_code": code.get("ibsi_code", ""),
+            "ibsi_name": code.get("ibsi_name", ""),
+            "ibsi_note": code.get("ibsi_note", ""),
             "discretisation": "" if family == "shape" else discretisation,
             "resampling": str(setting.get("resampledPixelSpacing") or "none"),
             "normalisation": "normalize" if setting.get("normalize") else "none",
@@ -117,10 +140,12 @@ def codebook_table(columns: list[str], params: dict, ibsi: pd.DataFrame | None =
     return pd.DataFrame(rows)
 
 
-def _lookup(ibsi: pd.DataFrame | None, feature_class: str, feature: str, column: str) -> str:
-    if ibsi is None or (feature_class, feature) not in ibsi.index:
-        return ""
-    return ibsi.loc[(feature_class, feature), column]
+def _ibsi_rows(ibsi: pd.DataFrame | None) -> dict[tuple[str, str], dict[str, str]]:
+    """{(feature_class, feature): {"ibsi_code": ..., ...}}: one dict look-up per column, not a ``.loc``."""
+    if ibsi is None:
+        return {}
+    return {key: dict(zip(ibsi.columns, values, strict=True))
+            for key, values in zip(ibsi.index, ibsi.itertuples(index=False, name=None), strict=True)}
 
 
 def to_csv_bytes(table: pd.DataFrame) -> bytes:
@@ -129,14 +154,25 @@ def to_csv_bytes(table: pd.DataFrame) -> bytes:
     return buffer.getvalue().encode("utf-8")
 
 
-def write_csv(table: pd.DataFrame, path: Path) -> None:
-    atomic_write_bytes(path, to_csv_bytes(table))
-
-
-def write_parquet(table: pd.DataFrame, path: Path) -> None:
+def to_parquet_bytes(table: pd.DataFrame) -> bytes:
     buffer = _io.BytesIO()
     table.to_parquet(buffer, index=False)
-    atomic_write_bytes(path, buffer.getvalue())
+    return buffer.getvalue()
+
+
+def write_csv(table: pd.DataFrame, path: Path) -> str:
+    """Write ``table`` as CSV (atomically); return the sha256 of the bytes written."""
+    return _write(path, to_csv_bytes(table))
+
+
+def write_parquet(table: pd.DataFrame, path: Path) -> str:
+    """Write ``table`` as Parquet (atomically); return the sha256 of the bytes written."""
+    return _write(path, to_parquet_bytes(table))
+
+
+def _write(path: Path, data: bytes) -> str:
+    atomic_write_bytes(path, data)
+    return hashlib.sha256(data).hexdigest()
 
 
 def read_feature_table(path: str | Path) -> pd.DataFrame:
