@@ -266,8 +266,8 @@ def test_report_writes_every_file(report):
     assert {"shape", "first order", "texture"} <= set(summary["by_family"])
 
 
-def _imgs(html: str) -> list[bytes]:
-    return [base64.b64decode(m) for m in re.findall(r'src="data:image/png;base64,([^"]+)"', html)]
+def _imgs(html: str, kind: str = "png") -> list[bytes]:
+    return [base64.b64decode(m) for m in re.findall(rf'src="data:image/{kind};base64,([^"]+)"', html)]
 
 
 def test_report_html_is_self_contained_and_escaped(report):
@@ -286,11 +286,15 @@ def test_report_html_is_self_contained_and_escaped(report):
     assert 'case<2>&"x"' not in cohort and "case&lt;2&gt;&amp;" in cohort
     assert len(_imgs(cohort)) >= 8  # ROC, calibration, confusion, beeswarm, bar, groups, dependence, stability
     first = result.patient_pages[X.index[0]].read_text()
-    assert "Lesion" in first and len(_imgs(first)) == 1  # the lesion; waterfall, LIME and groups are HTML bars
+    # the lesion slice is the one picture (a JPEG); waterfall, LIME and groups are HTML bars
+    assert "Lesion" in first and len(_imgs(first)) == 0 and len(_imgs(first, "jpeg")) == 1
+    assert _imgs(first, "jpeg")[0][:3] == b"\xff\xd8\xff"
     assert "cohort average (base value)" in first and first.count("class=\"seg ") == result.shap.values.shape[1]  # 6 selected features, no "others" bar
     assert "Patient case&lt;2&gt;" in result.patient_pages['case<2>&"x"'].read_text()
     for png in (result.out_dir / "figures").glob("*.png"):
         assert png.read_bytes()[:4] == b"\x89PNG"
+    lesions = sorted((result.out_dir / "figures").rglob("*_image.jpg"))
+    assert lesions and all(path.read_bytes()[:3] == b"\xff\xd8\xff" for path in lesions)
 
 
 def test_report_lists_unknown_patients_in_the_error(report, tmp_path):
@@ -335,8 +339,12 @@ def test_lesion_slice_on_real_ultrasound_and_pet(data_dir):
     img, msk, spacing, where = read_lesion_slice(data_dir / "sts_pet/images/STS_001.nii.gz",
                                                  data_dir / "sts_pet/masks/STS_001.nii.gz")
     assert img.ndim == 2 and msk.any() and "largest mask area" in where
-    png = plots.lesion_slice(img, msk, spacing)
-    assert png[:8] == b"\x89PNG\r\n\x1a\n"
+    jpeg = plots.lesion_slice(img, msk, spacing)
+    assert jpeg[:3] == b"\xff\xd8\xff"
+    img, msk, spacing, _ = read_lesion_slice(data_dir / "busi/images/busi_0001.png",
+                                             data_dir / "busi/masks/busi_0001.png")
+    jpeg = plots.lesion_slice(img, msk, spacing)
+    assert len(jpeg) < 120_000  # a palette PNG of this speckled slice was 278 kB
 
 
 @pytest.mark.slow  # each worker compiles shap's numba kernels first (tens of seconds on a busy machine)
