@@ -189,7 +189,9 @@ def explain(
     features: Annotated[Path, typer.Option(help="Feature table of the patients to explain.")],
     out: Annotated[Path, typer.Option("--out", "-o", help="Output folder for the reports.")],
     cohort: Annotated[str | None, typer.Option(help="Dataset name or folder, for labels and image slices.")] = None,
-    labels: Annotated[Path | None, typer.Option(help="CSV with case_id,label to show true outcomes.")] = None,
+    labels: Annotated[Path | None, typer.Option(
+        help="CSV with case_id,label to show true outcomes (and, for a model trained with ComBat, the batch "
+        "column when the feature table lacks it).")] = None,
     patients: Annotated[str | None, typer.Option(help="Comma-separated case ids (default: every case).")] = None,
     recipe: Annotated[Path | None, typer.Option(help="Recipe whose explain: section to use.")] = None,
     trust: Annotated[bool, typer.Option(help="Open a model file that has no valid sha256 sidecar.")] = False,
@@ -197,15 +199,15 @@ def explain(
     debug: Debug = False,
 ) -> int:
     """Write SHAP and LIME explanations: cohort.html, patients/<case_id>.html, shap_values.csv, lime.csv."""
-    import pandas as pd
 
     from radpipe.extract.tables import read_feature_table
     from radpipe.pipeline import explain_from_folder, modelling_table
 
     spec, base = _load_recipe(recipe)
     from radpipe.model.persist import load_model
+    from radpipe.model.prediction import with_batches
 
-    load_model(model_dir, trust=trust)  # refuse a tampered model before reading anything else
+    model = load_model(model_dir, trust=trust)  # refuse a tampered model before reading anything else
     X = modelling_table(read_feature_table(features), spec.extract.aggregate)
     y = images = None
     if cohort:
@@ -214,8 +216,12 @@ def explain(
         loaded = load_cohort(cohort, relative_to=base)
         y = loaded.labels
         images = {case.case_id: (case.image, case.mask) for case in loaded.cases}
+        # a harmonised model needs each case's scanner/centre: the cohort's clinical table has it
+        X = with_batches(model, X, loaded.clinical if not loaded.clinical.empty else None)
     if labels:
-        y = pd.read_csv(labels, dtype=str, encoding="utf-8-sig").set_index("case_id")["label"]
+        table = _labels_table(labels)
+        y = table["label"] if "label" in table.columns else y
+        X = with_batches(model, X, table)
     chosen = [p.strip() for p in patients.split(",")] if patients else None
     explain_from_folder(model_dir, X, out, labels=y, images=images, settings=spec.explain, jobs=jobs,
                         patients=chosen, trust=trust)

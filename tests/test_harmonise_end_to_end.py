@@ -126,6 +126,26 @@ def test_predict_and_evaluate_read_the_batch_from_the_labels_file(harmonised_run
     assert unseen.exit_code == 2 and "['Philips']" in unseen.output, unseen.output
 
 
+def test_explain_command_reads_the_batch_from_labels_or_cohort(harmonised_run, tmp_path):
+    tmp, folder, _ = harmonised_run
+    models, features = tmp / "out" / "models", tmp / "out" / "features" / "features.csv"
+    reference = pd.read_csv(tmp / "out" / "explain" / "shap_values.csv")
+    runner = CliRunner()
+    for option in (["--labels", str(folder / "labels.csv")], ["--cohort", str(folder)]):
+        out = tmp_path / option[0].strip("-")
+        result = runner.invoke(app, ["explain", str(models), "--features", str(features), "--out", str(out),
+                                     "--patients", ",".join(reference["case_id"].astype(str)), *option])
+        assert result.exit_code == 0, result.output
+        shap = pd.read_csv(out / "shap_values.csv")
+        assert "scanner" not in shap.columns
+        assert list(shap.columns) == list(reference.columns)
+        np.testing.assert_allclose(shap.drop(columns="case_id").to_numpy(),
+                                   reference.drop(columns="case_id").to_numpy(), rtol=0, atol=1e-9)
+    missing = runner.invoke(app, ["explain", str(models), "--features", str(features), "--out",
+                                  str(tmp_path / "none")])
+    assert missing.exit_code == 2 and "'scanner'" in missing.output, missing.output
+
+
 def test_external_cohort_keeps_its_text_batch_column(harmonised_run, tmp_path):
     """train_models on an external cohort whose batch column is text: scored, not cast to float."""
     from radpipe.model import train_models
