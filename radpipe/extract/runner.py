@@ -191,11 +191,9 @@ def run_cases(items: list[CaseInput], settings: ExtractSettings, cache: ResultCa
         else:
             todo.append(item)
 
-    def store(result: CaseResult) -> None:  # may run in a helper thread: caching does not wait for the caller
-        if cache:
+    for result in _map(todo, settings, jobs=jobs, scheduler=scheduler):
+        if cache:  # at once, before the next result: a run killed later keeps this case
             cache.put(keys[result.case_id], result)
-
-    for result in _map(todo, settings, jobs=jobs, scheduler=scheduler, store=store):
         by_id[result.case_id] = result
         summary.computed += 1
         if on_result:
@@ -208,25 +206,21 @@ def run_cases(items: list[CaseInput], settings: ExtractSettings, cache: ResultCa
     return summary
 
 
-def _map(items: list[CaseInput], settings: ExtractSettings, *, jobs: int, scheduler: str | None,
-         store: Callable[[CaseResult], None]) -> Iterator[CaseResult]:
-    """Yield results as they finish; ``store`` each one first, as soon as it exists.
-    Workers get paths and settings, never image arrays."""
+def _map(items: list[CaseInput], settings: ExtractSettings, *, jobs: int,
+         scheduler: str | None) -> Iterator[CaseResult]:
+    """Yield results as they finish. Workers get paths and settings, never image arrays."""
     if not items:
         return
     if scheduler or (jobs > 1 and len(items) > 1):
         # largest first (by file size): a big case started last would leave the other workers idle at the end
         items = sorted(items, key=_input_bytes, reverse=True)
     if scheduler:
-        results = _map_dask(items, settings, scheduler)
+        yield from _map_dask(items, settings, scheduler)
     elif jobs == 1 or len(items) == 1:
         # in table order; SimpleITK keeps its default (every core) and its filters use the cores left idle
-        results = (extract_case(item, settings) for item in items)
+        yield from (extract_case(item, settings) for item in items)
     else:
-        results = _map_processes(items, settings, jobs)
-    for result in results:
-        store(result)
-        yield result
+        yield from _map_processes(items, settings, jobs)
 
 
 def _input_bytes(item: CaseInput) -> int:
@@ -249,7 +243,7 @@ def extract_case_with_threads(item: CaseInput, settings: ExtractSettings, itk_th
 
 
 def _map_processes(items: list[CaseInput], settings: ExtractSettings, jobs: int) -> Iterator[CaseResult]:
-    """joblib (loky) workers, one case per task, each result yielded (and so cached) as it arrives."""
+    """joblib (loky) workers, one case per task, each result yielded as it arrives."""
     from joblib import Parallel, cpu_count, delayed
 
     threads = max(1, cpu_count() // jobs)  # SimpleITK threads per worker: the cores shared out
