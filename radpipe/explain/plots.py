@@ -159,7 +159,7 @@ def lesion_slice(image: np.ndarray, mask: np.ndarray, spacing: tuple[float, floa
         size = (max(1, round(height * aspect)), height)
         g = np.asarray(Image.fromarray(g).resize(size, Image.Resampling.BILINEAR))
         k = np.asarray(Image.fromarray(k.astype(np.uint8) * 255).resize(size, Image.Resampling.NEAREST)) > 0
-        tile = np.minimum(g, 253)  # palette image: 0-253 grey, 254 white, 255 the outline colour
+        tile = np.minimum(g, 253)  # palette indices: 0-253 grey, 254 white, 255 the outline colour
         tile[_outline(k, width=2)] = 255
         tiles.append(tile)
     gap = 14
@@ -172,12 +172,10 @@ def lesion_slice(image: np.ndarray, mask: np.ndarray, spacing: tuple[float, floa
     palette = np.repeat(np.arange(256, dtype=np.uint8)[:, None], 3, axis=1)
     palette[254] = (255, 255, 255)
     palette[255] = (241, 196, 15)
-    out = Image.fromarray(canvas)  # mode L; putpalette turns it into a palette image
-    out.putpalette(palette.ravel().tolist())
     buf = io.BytesIO()
     # JPEG, not PNG: speckled ultrasound/PET texture compresses badly without loss (BUSI: 278 KB PNG, 78 KB
     # here, no visible difference); full-resolution colour (subsampling 0) keeps the outline crisp
-    out.convert("RGB").save(buf, format="JPEG", quality=85, subsampling=0, optimize=True)
+    Image.fromarray(palette[canvas]).save(buf, format="JPEG", quality=85, subsampling=0, optimize=True)
     return buf.getvalue()
 
 
@@ -317,6 +315,15 @@ def beeswarm(shap: pd.DataFrame, values: pd.DataFrame, *, top: int = 15, seed: i
     return _png(fig)
 
 
+def _dependence_axes(ax, name: str) -> None:
+    """Zero line, labels and light frame shared by the binary and per-class dependence plots."""
+    ax.axhline(0, color=GREY, lw=0.8)
+    ax.set_xlabel(_short(name, 50), fontsize=8)
+    ax.set_ylabel("SHAP value", fontsize=8)
+    ax.tick_params(labelsize=7)
+    ax.spines[["top", "right"]].set_visible(False)
+
+
 def dependence(name: str, x: pd.Series, s: pd.Series, labels: pd.Series | None = None) -> bytes:
     """SHAP value of one feature against its value; points coloured by true class when known."""
     fig = Figure(figsize=(4.2, 3.4))
@@ -328,11 +335,7 @@ def dependence(name: str, x: pd.Series, s: pd.Series, labels: pd.Series | None =
         ax.legend(fontsize=7, frameon=False, title="true class", title_fontsize=7)
     else:
         ax.scatter(x, s, s=10, lw=0, color="#34495e", alpha=0.8)
-    ax.axhline(0, color=GREY, lw=0.8)
-    ax.set_xlabel(_short(name, 50), fontsize=8)
-    ax.set_ylabel("SHAP value", fontsize=8)
-    ax.tick_params(labelsize=7)
-    ax.spines[["top", "right"]].set_visible(False)
+    _dependence_axes(ax, name)
     return _png(fig)
 
 
@@ -448,9 +451,5 @@ def dependence_by_class(name: str, x: pd.Series, shap_by_class: dict[str, pd.Ser
     for k, (label, s) in enumerate(shap_by_class.items()):
         ax.scatter(x, s, s=9, lw=0, color=_class_colour(k), alpha=0.75, label=str(label))
     ax.legend(fontsize=7, frameon=False, title="towards class", title_fontsize=7)
-    ax.axhline(0, color=GREY, lw=0.8)
-    ax.set_xlabel(_short(name, 50), fontsize=8)
-    ax.set_ylabel("SHAP value", fontsize=8)
-    ax.tick_params(labelsize=7)
-    ax.spines[["top", "right"]].set_visible(False)
+    _dependence_axes(ax, name)
     return _png(fig)

@@ -46,7 +46,6 @@ from radpipe.explain.shap_values import (
 from radpipe.model.persist import load_model
 
 TEMPLATES = Path(__file__).with_name("templates")
-JPEG_MAGIC = b"\xff\xd8\xff"  # the lesion slice is a JPEG; every other figure is a PNG
 
 
 @dataclass
@@ -764,8 +763,8 @@ def _render_patient(item, common, pages_dir: Path, fig_dir: Path) -> dict:
             image_note = where
         except Exception as exc:  # a missing or unreadable image must not stop the page
             image_note = f"image not shown: {exc}"
-    for key, data in figs.items():
-        atomic_write_bytes(fig_dir / f"{item['file']}_{key}.{'jpg' if data[:3] == JPEG_MAGIC else 'png'}", data)
+    if "image" in figs:
+        atomic_write_bytes(fig_dir / f"{item['file']}_image.jpg", figs["image"])
     top = item["top"]
     lead = top[0] if top else None
     html = _env(s["banner"]).get_template("patient.html").render(
