@@ -35,12 +35,10 @@ from radpipe.model.persist import save_model, write_model_card_md
 from radpipe.model.settings import ModelSettings
 from radpipe.model.validate import (
     NestedCVResult,
-    batch_values,
     choose_threshold,
     class_probabilities,
     nested_cv,
     refit_all,
-    stratification_labels,
 )
 
 METRICS_COLUMNS = ["cohort", "model", *METRIC_COLUMNS, "delong_p_vs_best", "auc_fold_mean", "auc_fold_sd"]
@@ -94,12 +92,7 @@ class TrainResult:
 
 def _positive_class(y: pd.Series, settings: ModelSettings) -> tuple[str, str]:
     counts = y.value_counts()
-    labels = sorted(counts.index)
-    if len(labels) != 2:
-        raise ConfigError(
-            f"the outcome has {len(labels)} class(es) {labels[:10]}; _positive_class needs a binary outcome",
-            key="label",
-        )
+    labels = sorted(counts.index)  # two of them: outcome_classes calls this only for a binary outcome
     if settings.positive_class is not None:
         if settings.positive_class not in labels:
             raise ConfigError(f"positive_class {settings.positive_class!r} is not a label; labels are {labels}",
@@ -225,13 +218,12 @@ def prediction_columns(classes: list[str]) -> list[str]:
 
 
 def _prediction_frame(case_ids, model, repeat, fold, labels, codes, prob, cohort, threshold, classes) -> pd.DataFrame:
+    pred = _predicted_index(prob, threshold)
     if prob.ndim == 1:
         return pd.DataFrame({
             "case_id": case_ids, "model": model, "repeat": repeat, "fold": fold, "label": labels,
-            "y_true": codes, "y_prob": prob, "cohort": cohort, "threshold": threshold,
-            "y_pred": (prob >= threshold).astype(int),
+            "y_true": codes, "y_prob": prob, "cohort": cohort, "threshold": threshold, "y_pred": pred,
         })
-    pred = prob.argmax(axis=1)
     return pd.DataFrame({
         "case_id": case_ids, "model": model, "repeat": repeat, "fold": fold, "label": labels, "y_true": codes,
         **{f"y_prob_{c}": prob[:, k] for k, c in enumerate(classes)}, "cohort": cohort, "y_pred": pred,
@@ -474,7 +466,7 @@ def train_models(
 
     metrics.to_csv(out_dir / "metrics.csv", index=False)
     predictions.to_csv(out_dir / "predictions.csv", index=False)
-    _write_splits(out_dir, X, cv, settings, g is not None, y_idx)
+    _write_splits(out_dir, X, cv, settings, g is not None)
     atomic_write_text(out_dir / "timings.json",
                       json.dumps({name: round(sec, 2) for name, sec in cv.seconds.items()}, indent=2))
     X.reset_index().to_csv(out_dir / "train_features.csv", index=False)
@@ -504,8 +496,8 @@ def train_models(
                        model_dirs=model_dirs)
 
 
-def _write_splits(out_dir: Path, X: pd.DataFrame, cv: NestedCVResult, settings: ModelSettings, grouped: bool,
-                  y_idx: np.ndarray) -> None:
+def _write_splits(out_dir: Path, X: pd.DataFrame, cv: NestedCVResult, settings: ModelSettings,
+                  grouped: bool) -> None:
     ids = X.index.astype(str).to_numpy()
     splits: dict[str, Any] = {
         "seed": settings.seed,
@@ -522,7 +514,6 @@ def _write_splits(out_dir: Path, X: pd.DataFrame, cv: NestedCVResult, settings: 
         ],
     }
     if settings.harmonise:  # only then: the splits.json of other runs stays byte-identical
-        combined = stratification_labels(y_idx, batch_values(X, settings), settings.outer_folds) is not y_idx
-        splits["stratified_on"] = ("outcome x batch" if combined else
+        splits["stratified_on"] = ("outcome x batch" if cv.stratified_on_batch else
                                    "outcome (an outcome x batch stratum has fewer cases than outer folds)")
     atomic_write_text(out_dir / "splits.json", json.dumps(splits, indent=1))

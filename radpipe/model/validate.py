@@ -74,6 +74,7 @@ class NestedCVResult:
     folds: dict[str, list[FoldFit]]
     splits: list[tuple[int, int, np.ndarray, np.ndarray]]
     seconds: dict[str, float]
+    stratified_on_batch: bool = False  # outer folds stratified on outcome x batch (harmonisation)
 
 
 def batch_values(X, settings: ModelSettings) -> np.ndarray | None:
@@ -134,11 +135,10 @@ def inner_splits(X, y: np.ndarray, groups, settings: ModelSettings):
     return list(cv.split(np.zeros(len(y)), strata, groups))
 
 
-def make_search(name: str, settings: ModelSettings, grouped: bool, multiclass: bool = False, cv=None):
-    """Grid or randomized search over a family's pipeline, scored by ROC AUC on the inner folds
-    (macro one-vs-rest ROC AUC for a multi-class outcome); ``cv`` defaults to :func:`inner_cv`."""
-    common = dict(scoring="roc_auc_ovr" if multiclass else "roc_auc",
-                  cv=inner_cv(settings, grouped) if cv is None else cv, n_jobs=settings.n_jobs, refit=True,
+def make_search(name: str, settings: ModelSettings, cv, multiclass: bool = False):
+    """Grid or randomized search over a family's pipeline on the inner folds ``cv``, scored by ROC AUC
+    (macro one-vs-rest ROC AUC for a multi-class outcome)."""
+    common = dict(scoring="roc_auc_ovr" if multiclass else "roc_auc", cv=cv, n_jobs=settings.n_jobs, refit=True,
                   error_score=np.nan)
     if settings.search == "grid":
         return GridSearchCV(build_pipeline(name, settings), search_space(name, settings), **common)
@@ -186,8 +186,7 @@ def choose_threshold(y: np.ndarray, oof_prob: np.ndarray, settings: ModelSetting
 
 def tune(name: str, X: pd.DataFrame, y: np.ndarray, groups, settings: ModelSettings):
     """Inner search on (X, y): the refitted best pipeline and its parameters."""
-    search = make_search(name, settings, groups is not None, multiclass=len(np.unique(y)) > 2,
-                         cv=inner_splits(X, y, groups, settings))
+    search = make_search(name, settings, inner_splits(X, y, groups, settings), multiclass=len(np.unique(y)) > 2)
     search.fit(X, y, groups=groups) if groups is not None else search.fit(X, y)
     params = {key.removeprefix("clf__"): _plain(value) for key, value in search.best_params_.items()}
     return search.best_estimator_, params
@@ -215,7 +214,8 @@ def nested_cv(
     ``y`` holds class indices (0/1, or 0..K-1 for a multi-class outcome).
     """
     say = progress or (lambda message: None)
-    splits = outer_splits(y, settings, groups, batch_values(X, settings))
+    batches = batch_values(X, settings)
+    splits = outer_splits(y, settings, groups, batches)
     bases = settings.base_models()
     ensembles = [name for name in settings.models if name in ENSEMBLE_NAMES]
     folds: dict[str, list[FoldFit]] = {name: [] for name in bases + ensembles}
@@ -252,7 +252,8 @@ def nested_cv(
                     choose_threshold(y_tr, oof, settings), oof,
                 ))
                 seconds[kind] += time.perf_counter() - start
-    return NestedCVResult(folds=folds, splits=splits, seconds=seconds)
+    on_batch = batches is not None and stratification_labels(y, batches, settings.outer_folds) is not y
+    return NestedCVResult(folds=folds, splits=splits, seconds=seconds, stratified_on_batch=on_batch)
 
 
 def refit_all(
