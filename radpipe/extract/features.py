@@ -118,7 +118,7 @@ def extract_case(case: CaseInput, settings: ExtractSettings) -> CaseResult:
 
 def _extract_case(case: CaseInput, settings: ExtractSettings, *, share_filters: bool | None = None) -> CaseResult:
     """``share_filters``: None decides by :func:`_shared_filter_crop`'s rule; False filters per ROI (for
-    benchmarks and tests); True shares whenever sharing is correct, whatever the crop sizes."""
+    benchmarks and tests)."""
     result = CaseResult(case.case_id)
     image, image_notes = io.read_image(case.image, spacing_2d=case.spacing_2d)
     mask, mask_notes = read_case_mask(Path(case.mask), image, settings.roi_name, case.spacing_2d)
@@ -161,11 +161,11 @@ def _extract_case(case: CaseInput, settings: ExtractSettings, *, share_filters: 
              for roi_name, roi_mask in rois]
     shared = None
     if share_filters is not False:
-        shared = _shared_filter_crop(extractor, image, [mask for _, mask in rois], crops, force=bool(share_filters))
+        shared = _shared_filter_crop(extractor, image, [mask for _, mask in rois], crops)
     if shared is None:
         extracted = (_execute(extractor, roi_name, roi_image, roi_mask) for roi_name, roi_image, roi_mask in crops)
     else:
-        extracted = iter(_execute_shared_filters(extractor, *shared, crops))
+        extracted = _execute_shared_filters(extractor, *shared, crops)
 
     for (roi_name, roi_image, roi_mask_cropped), values in zip(crops, extracted, strict=True):
         row = {"case_id": case.case_id, "roi": roi_name}
@@ -182,10 +182,8 @@ def _extract_case(case: CaseInput, settings: ExtractSettings, *, share_filters: 
 
 def _execute(extractor, roi_name: str, image: sitk.Image, mask: sitk.Image) -> dict[str, Any]:
     """pyradiomics' ``execute`` on one ROI's crop: the per-ROI path."""
-    try:
+    with _refused(roi_name):  # pyradiomics' own checks (e.g. ROI too small in one dimension)
         return extractor.execute(image, mask, label=1)
-    except ValueError as exc:  # pyradiomics' own checks (e.g. ROI too small in one dimension)
-        raise CaseError(f"pyradiomics refused ROI '{roi_name}': {exc}") from None
 
 
 # --- filtering once for several ROIs -----------------------------------------------------------------------
@@ -198,10 +196,10 @@ _SHAREABLE_IMAGE_TYPES = {"log", "wavelet", "gradient", "lbp2d"}
 
 
 def _shared_filter_crop(extractor, image: sitk.Image, roi_masks: list[sitk.Image],
-                        crops: list[tuple[str, sitk.Image, sitk.Image]], *, force: bool = False,
+                        crops: list[tuple[str, sitk.Image, sitk.Image]],
                         ) -> tuple[sitk.Image, sitk.Image, list[np.ndarray]] | None:
-    """The crop on which to filter once for all ROIs, the union of the ROI masks on it, and where each ROI's crop
-    starts in it; or None to filter per ROI.
+    """The crop on which to filter once for all ROIs, a mask on it for pyradiomics' loading, and where each ROI's
+    crop starts in it; or None to filter per ROI.
 
     The shared crop is the bounding box of the per-ROI crops, i.e. the union of the ROIs' boxes plus the same
     per-axis margin, clamped to the image (the whole image when radpipe does not crop). Every ROI's crop is a
@@ -217,7 +215,7 @@ def _shared_filter_crop(extractor, image: sitk.Image, roi_masks: list[sitk.Image
     pyradiomics itself does not resample or pre-crop per ROI (``resampledPixelSpacing``, ``preCrop``), every ROI
     mask is on the image's grid, and the shared crop has no more voxels than the per-ROI crops together. Filtering
     costs about the same per voxel, so sharing then never filters more voxels than per-ROI filtering; ROIs far
-    apart in a large image (a box mostly between them) stay per ROI. ``force`` skips the voxel comparison.
+    apart in a large image (a box mostly between them) stay per ROI.
     """
     if len(crops) < 2 or not any(t.lower() in _SHAREABLE_IMAGE_TYPES for t in extractor.enabledImagetypes):
         return None
@@ -231,16 +229,16 @@ def _shared_filter_crop(extractor, image: sitk.Image, roi_masks: list[sitk.Image
     sizes = [np.array(roi_image.GetSize()) for _, roi_image, _ in crops]
     low = np.min(starts, axis=0)
     high = np.max([start + size for start, size in zip(starts, sizes, strict=True)], axis=0)
-    if not force and np.prod(high - low) > sum(np.prod(size) for size in sizes):
+    if np.prod(high - low) > sum(np.prod(size) for size in sizes):
         return None
     size, index = [int(v) for v in high - low], [int(v) for v in low]
-    shared_image, union = image, None
+    shared_image = image
     if np.any(low > 0) or np.any(high < np.array(image.GetSize())):
         shared_image = sitk.RegionOfInterest(image, size, index)
-    for mask in roi_masks:
-        mask = sitk.RegionOfInterest(mask, size, index) != 0
-        union = mask if union is None else union | mask
-    return shared_image, union, [start - low for start in starts]
+    # loadImage only needs label 1 somewhere (no resampling or pre-crop here) and the shareable filters do not
+    # read the mask: the first ROI's, which lies inside the box, serves
+    loading_mask = sitk.RegionOfInterest(roi_masks[0], size, index)
+    return shared_image, loading_mask, [start - low for start in starts]
 
 
 @dataclass
@@ -252,7 +250,7 @@ class _PreparedROI:
     mask: sitk.Image
     bounding_box: np.ndarray
     start: np.ndarray  # where this ROI's crop starts in the shared crop
-    parts: dict[str, dict[str, Any]]  # features per image type, in computing order
+    values: dict[str, Any]  # shape, then each image type's features, in execute's order
 
 
 def _execute_shared_filters(extractor, shared_image: sitk.Image, shared_mask: sitk.Image, starts: list[np.ndarray],
@@ -275,11 +273,10 @@ def _execute_shared_filters(extractor, shared_image: sitk.Image, shared_mask: si
         extractor._setTolerance()  # as execute does, in case another extractor changed SimpleITK's tolerance
 
     prepared = []
-    shape: dict[str, dict[str, Any]] = {}
     for (roi_name, roi_image, roi_mask), start in zip(crops, starts, strict=True):
         with _refused(roi_name):
-            image, mask, bounding_box, shape[roi_name] = _prepare_roi(extractor, roi_image, roi_mask, settings)
-        prepared.append(_PreparedROI(roi_name, image, mask, bounding_box, start, {}))
+            image, mask, bounding_box, shape = _prepare_roi(extractor, roi_image, roi_mask, settings)
+        prepared.append(_PreparedROI(roi_name, image, mask, bounding_box, start, dict(shape)))
 
     loaded = None
     for image_type, custom in extractor.enabledImagetypes.items():
@@ -288,29 +285,21 @@ def _execute_shared_filters(extractor, shared_image: sitk.Image, shared_mask: si
         if image_type.lower() not in _SHAREABLE_IMAGE_TYPES:
             for roi in prepared:
                 with _refused(roi.name):
-                    roi.parts[image_type] = _features(extractor, roi, generate(roi.image, roi.mask, **args))
+                    roi.values.update(_features(extractor, roi, generate(roi.image, roi.mask, **args)))
             continue
         if loaded is None:
             # the shared crop loaded as execute loads an image (normalised, if enabled: the crop is then the whole
             # image); the shareable filters do not read the mask
             loaded, loaded_mask = extractor.loadImage(shared_image, shared_mask, None, **settings)
-        for roi in prepared:
-            roi.parts[image_type] = {}
         for filtered, image_name, kwargs in generate(loaded, loaded_mask, **args):
             for roi in prepared:
                 piece = sitk.RegionOfInterest(filtered, list(roi.image.GetSize()), [int(v) for v in roi.start])
                 piece.CopyInformation(roi.image)
                 with _refused(roi.name):
-                    roi.parts[image_type].update(_features(extractor, roi, [(piece, image_name, kwargs)]))
+                    roi.values.update(_features(extractor, roi, [(piece, image_name, kwargs)]))
             del filtered, piece  # before the generator makes the next one: one filtered image held at a time
 
-    results = []
-    for roi in prepared:
-        values = dict(shape[roi.name])
-        for image_type in extractor.enabledImagetypes:
-            values.update(roi.parts[image_type])
-        results.append(values)
-    return results
+    return [roi.values for roi in prepared]
 
 
 def _prepare_roi(extractor, image: sitk.Image, mask: sitk.Image,

@@ -57,8 +57,6 @@ def long_table(wide: pd.DataFrame) -> pd.DataFrame:
     frame = wide if "roi" in wide.columns else wide.assign(roi="roi")
     columns = [column for column in frame.columns if column not in ID_COLUMNS]
     values = frame[columns]
-    if not all(dtype == "float64" for dtype in values.dtypes):  # not a table radpipe wrote: the general path
-        return _melted(frame)
     # what DataFrame.melt gives, built from arrays: melt is ~10x slower on a 1,000-column table
     n_rows = len(frame)
     parts = [split_feature_name(column) for column in columns]
@@ -70,14 +68,6 @@ def long_table(wide: pd.DataFrame) -> pd.DataFrame:
         "feature": np.repeat([part[2] for part in parts], n_rows),
         "value": values.to_numpy().ravel(order="F"),
     }, columns=LONG_COLUMNS)
-
-
-def _melted(frame: pd.DataFrame) -> pd.DataFrame:
-    long = frame.melt(id_vars=["case_id", "roi"], var_name="column", value_name="value")
-    names = {column: split_feature_name(column) for column in frame.columns if column not in ID_COLUMNS}
-    for position, part in enumerate(("image_type", "feature_class", "feature")):  # split each name once
-        long[part] = long["column"].map({column: pieces[position] for column, pieces in names.items()})
-    return long[LONG_COLUMNS]
 
 
 def diagnostics_table(results: list[CaseResult]) -> pd.DataFrame:
