@@ -172,13 +172,20 @@ def bootstrap_ci(
     y_true = np.asarray(y_true).astype(int)
     probs = np.atleast_2d(np.asarray(y_prob, dtype=float))
     preds = np.atleast_2d(np.asarray(y_pred).astype(int))
+    return _bootstrap_cis(_fast_metrics, CI_METRICS, y_true, probs, preds, n_boot, seed, level)
+
+
+def _bootstrap_cis(metrics_of, keys, y_true: np.ndarray, probs: np.ndarray, preds: np.ndarray, n_boot: int,
+                   seed: int, level: float) -> dict[str, tuple[float, float]]:
+    """Percentile CIs of ``keys`` of ``metrics_of(y, prob, pred)`` over stratified resamples of the cases,
+    each resample averaging the metric over the repeats (first axis of ``probs`` and ``preds``)."""
     if n_boot <= 0:
-        return {name: (float("nan"), float("nan")) for name in CI_METRICS}
-    samples = {name: np.empty(n_boot) for name in CI_METRICS}
+        return {key: (float("nan"), float("nan")) for key in keys}
+    samples = {key: np.empty(n_boot) for key in keys}
     for b, idx in enumerate(stratified_bootstrap_indices(y_true, n_boot, seed)):
-        per_repeat = [_fast_metrics(y_true[idx], p[idx], q[idx]) for p, q in zip(probs, preds, strict=True)]
-        for name in CI_METRICS:
-            samples[name][b] = np.mean([m[name] for m in per_repeat])
+        per_repeat = [metrics_of(y_true[idx], p[idx], q[idx]) for p, q in zip(probs, preds, strict=True)]
+        for key in keys:
+            samples[key][b] = np.mean([m[key] for m in per_repeat])
     return _percentile_cis(samples, level)
 
 
@@ -362,15 +369,7 @@ def multiclass_metrics_with_ci(
     keys = [*MULTICLASS_CI_METRICS, *(f"auc_ovr_{k}" for k in range(n_classes))]
     per_repeat = [_multiclass_fast(y_true, p, q) for p, q in zip(probs, preds, strict=True)]
     point = {key: float(np.mean([m[key] for m in per_repeat])) for key in keys}
-    if n_boot > 0:
-        samples = {key: np.empty(n_boot) for key in keys}
-        for b, idx in enumerate(stratified_bootstrap_indices(y_true, n_boot, seed)):
-            resampled = [_multiclass_fast(y_true[idx], p[idx], q[idx]) for p, q in zip(probs, preds, strict=True)]
-            for key in keys:
-                samples[key][b] = np.mean([m[key] for m in resampled])
-        cis = _percentile_cis(samples, level)
-    else:
-        cis = {key: (float("nan"), float("nan")) for key in keys}
+    cis = _bootstrap_cis(_multiclass_fast, keys, y_true, probs, preds, n_boot, seed, level)
     label = {**{name: name for name in MULTICLASS_CI_METRICS},
              **{f"auc_ovr_{k}": f"auc_ovr_{c}" for k, c in enumerate(names)}}
     out: dict[str, float] = {"n": int(y_true.size)}
