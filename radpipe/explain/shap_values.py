@@ -183,9 +183,22 @@ def compute_shap(
         notes.append("the linear model's probabilities are not a logistic function of its scores: "
                      "fell back to the permutation explainer")
         kind = "permutation"
+    bg, parts = _explain_in_chunks(Xt, Xt_train, kind=kind, est=est, pos=pos, background=background,
+                                   agnostic_background=agnostic_background, max_evals=max_evals, seed=seed,
+                                   n_jobs=n_jobs)
+    values = np.vstack([p[0] for p in parts]) if parts else np.zeros((0, Xt.shape[1]))
+    base = float(parts[0][1]) if parts else float("nan")
+    notes.extend(_NOTES[kind](len(bg)))
+    frame = pd.DataFrame(values, index=Xt.index, columns=Xt.columns)
+    frame.index.name = X.index.name or "case_id"
+    return ShapResult(values=frame, base_value=base, features=Xt, explainer=kind, notes=notes)
+
+
+def _explain_in_chunks(Xt: pd.DataFrame, Xt_train: pd.DataFrame, *, kind: str, est, pos, background: int,
+                       agnostic_background: int, max_evals: int | None, seed: int, n_jobs: int):
+    """The background for ``kind`` and ``_explain_rows``' (values, base) for chunks of ``Xt``, in row order."""
     if kind in ("tree", "linear"):
-        bg = sample_background(Xt_train, background, seed)
-        weights = None
+        bg, weights = sample_background(Xt_train, background, seed), None
     else:
         bg, weights = kmeans_background(Xt_train, agnostic_background, seed)
     seeds = [case_seed(seed, c) for c in Xt.index]
@@ -194,17 +207,10 @@ def compute_shap(
     chunks = _chunks(len(Xt), n_jobs, per_job=1 if kind in ("tree", "linear") else 4)
     args = dict(kind=kind, est=est, bg=bg, weights=weights, pos=pos, max_evals=max_evals)
     if n_jobs == 1 or len(chunks) == 1:
-        parts = [_explain_rows(Xt.iloc[sl], seeds[sl], **args) for sl in chunks]
-    else:
-        from joblib import Parallel, delayed
+        return bg, [_explain_rows(Xt.iloc[sl], seeds[sl], **args) for sl in chunks]
+    from joblib import Parallel, delayed
 
-        parts = Parallel(n_jobs=n_jobs)(delayed(_explain_rows)(Xt.iloc[sl], seeds[sl], **args) for sl in chunks)
-    values = np.vstack([p[0] for p in parts]) if parts else np.zeros((0, Xt.shape[1]))
-    base = float(parts[0][1]) if parts else float("nan")
-    notes.extend(_NOTES[kind](len(bg)))
-    frame = pd.DataFrame(values, index=Xt.index, columns=Xt.columns)
-    frame.index.name = X.index.name or "case_id"
-    return ShapResult(values=frame, base_value=base, features=Xt, explainer=kind, notes=notes)
+    return bg, Parallel(n_jobs=n_jobs)(delayed(_explain_rows)(Xt.iloc[sl], seeds[sl], **args) for sl in chunks)
 
 
 def compute_shap_classes(
@@ -242,19 +248,9 @@ def compute_shap_classes(
         kind = "permutation"
     Xt = final_features(pipeline, X)
     Xt_train = final_features(pipeline, X_train)
-    if kind == "tree":
-        bg, weights = sample_background(Xt_train, background, seed), None
-    else:
-        bg, weights = kmeans_background(Xt_train, agnostic_background, seed)
-    seeds = [case_seed(seed, c) for c in Xt.index]
-    chunks = _chunks(len(Xt), n_jobs, per_job=1 if kind == "tree" else 4)
-    args = dict(kind=kind, est=est, bg=bg, weights=weights, pos=list(range(n_classes)), max_evals=max_evals)
-    if n_jobs == 1 or len(chunks) == 1:
-        parts = [_explain_rows(Xt.iloc[sl], seeds[sl], **args) for sl in chunks]
-    else:
-        from joblib import Parallel, delayed
-
-        parts = Parallel(n_jobs=n_jobs)(delayed(_explain_rows)(Xt.iloc[sl], seeds[sl], **args) for sl in chunks)
+    bg, parts = _explain_in_chunks(Xt, Xt_train, kind=kind, est=est, pos=list(range(n_classes)),
+                                   background=background, agnostic_background=agnostic_background,
+                                   max_evals=max_evals, seed=seed, n_jobs=n_jobs)
     values = np.concatenate([p[0] for p in parts]) if parts else np.zeros((0, Xt.shape[1], n_classes))
     base = np.asarray(parts[0][1], dtype=float) if parts else np.full(n_classes, np.nan)
     notes.extend(_NOTES[kind](len(bg)))
