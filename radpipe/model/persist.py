@@ -17,9 +17,7 @@ import joblib
 from radpipe._io import atomic_write_bytes, atomic_write_text, software_versions
 from radpipe._io import sha256_bytes_of as sha256_file
 from radpipe.errors import RadpipeError
-
-MODEL_FILE = "model.joblib"
-CARD_FILE = "model_card.json"
+from radpipe.model.folder import CARD_FILE, CARD_MD_FILE, MODEL_FILE
 
 
 class ModelIntegrityError(RadpipeError, RuntimeError):
@@ -128,7 +126,7 @@ def _warn_on_version_mismatch(saved: dict) -> None:
             )
 
 
-MODEL_CARD_MD = "model_card.md"
+MODEL_CARD_MD = CARD_MD_FILE
 
 _CARD_SECTIONS = (
     ("Intended use", "intended_use"),

@@ -1,0 +1,145 @@
+"""The model folder: the one contract between ``radpipe train`` and every later reader.
+
+``train`` writes these files and ``explain``, ``predict`` and ``evaluate`` read them through
+:class:`ModelFolder`, so a file name is spelt in one place only.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+
+from radpipe.errors import ConfigError
+
+MODEL_FILE = "model.joblib"
+CARD_FILE = "model_card.json"
+CARD_MD_FILE = "model_card.md"
+METRICS_FILE = "metrics.csv"
+PREDICTIONS_FILE = "predictions.csv"
+SPLITS_FILE = "splits.json"
+TIMINGS_FILE = "timings.json"
+TRAIN_FEATURES_FILE = "train_features.csv"
+TRAIN_LABELS_FILE = "train_labels.csv"
+MODELS_DIR = "models"  # every compared model, models/<name>/
+FOLDS_DIR = "folds"  # the best model's outer-fold pipelines, folds/<repeat>_<fold>/
+
+
+@dataclass(frozen=True)
+class ModelFolder:
+    """A folder written by ``radpipe train``: paths of its files and readers for its tables.
+
+    Examples
+    --------
+    >>> folder = ModelFolder("out/models")
+    >>> folder.metrics_path.name
+    'metrics.csv'
+    """
+
+    path: Path
+
+    def __init__(self, path: str | Path):
+        path = Path(path)
+        object.__setattr__(self, "path", path.parent if path.is_file() else path)
+
+    # paths
+    @property
+    def model_path(self) -> Path:
+        return self.path / MODEL_FILE
+
+    @property
+    def card_path(self) -> Path:
+        return self.path / CARD_FILE
+
+    @property
+    def card_md_path(self) -> Path:
+        return self.path / CARD_MD_FILE
+
+    @property
+    def metrics_path(self) -> Path:
+        return self.path / METRICS_FILE
+
+    @property
+    def predictions_path(self) -> Path:
+        return self.path / PREDICTIONS_FILE
+
+    @property
+    def splits_path(self) -> Path:
+        return self.path / SPLITS_FILE
+
+    @property
+    def timings_path(self) -> Path:
+        return self.path / TIMINGS_FILE
+
+    @property
+    def train_features_path(self) -> Path:
+        return self.path / TRAIN_FEATURES_FILE
+
+    @property
+    def train_labels_path(self) -> Path:
+        return self.path / TRAIN_LABELS_FILE
+
+    @property
+    def folds_dir(self) -> Path:
+        return self.path / FOLDS_DIR
+
+    def model_dir(self, name: str) -> Path:
+        """Where model ``name`` of the comparison is saved."""
+        return self.path / MODELS_DIR / name
+
+    def fold_dir(self, repeat: int, fold: int) -> Path:
+        """Where the best model's pipeline of outer fold (``repeat``, ``fold``) is saved."""
+        return self.folds_dir / f"{repeat}_{fold}"
+
+    def fold_dirs(self) -> list[Path]:
+        """The saved outer-fold pipelines, in (repeat, fold) order; empty when none were saved."""
+        if not self.folds_dir.is_dir():
+            return []
+
+        def order(path: Path) -> tuple[int, ...]:
+            return tuple(int(part) for part in path.name.split("_") if part.isdigit())
+
+        return sorted((p for p in self.folds_dir.iterdir() if p.is_dir()), key=order)
+
+    # readers
+    def exists(self) -> bool:
+        return self.model_path.exists()
+
+    def require(self) -> ModelFolder:
+        """This folder, or a ConfigError (exit 2) naming what is missing."""
+        if not self.path.exists():
+            raise ConfigError(f"model folder {self.path} does not exist: give the --out folder of `radpipe train`")
+        if not self.model_path.exists():
+            raise ConfigError(f"{self.path} has no {MODEL_FILE}: expected a folder written by `radpipe train`")
+        return self
+
+    def card(self) -> dict:
+        return json.loads(self.card_path.read_text()) if self.card_path.exists() else {}
+
+    def card_md(self) -> str | None:
+        return self.card_md_path.read_text() if self.card_md_path.exists() else None
+
+    def metrics(self) -> pd.DataFrame | None:
+        return pd.read_csv(self.metrics_path) if self.metrics_path.exists() else None
+
+    def predictions(self) -> pd.DataFrame | None:
+        """predictions.csv with case ids as text (out-of-fold rows have cohort 'cv')."""
+        if not self.predictions_path.exists():
+            return None
+        return pd.read_csv(self.predictions_path, dtype={"case_id": str, "label": str})
+
+    def splits(self) -> dict | None:
+        return json.loads(self.splits_path.read_text()) if self.splits_path.exists() else None
+
+    def train_features(self) -> pd.DataFrame | None:
+        if not self.train_features_path.exists():
+            return None
+        return pd.read_csv(self.train_features_path, dtype={"case_id": str}).set_index("case_id")
+
+    def train_labels(self) -> pd.Series | None:
+        if not self.train_labels_path.exists():
+            return None
+        table = pd.read_csv(self.train_labels_path, dtype=str)
+        return table.set_index("case_id")["label"]
