@@ -23,7 +23,8 @@ app = typer.Typer(
     "Stages: **extract** (pyradiomics features, QC ledger) → **train** (nested CV, bootstrap CIs) → "
     "**explain** (SHAP/LIME HTML reports). **run** chains all three from a recipe; "
     "**demo** runs them on a built-in synthetic cohort.\n\n"
-    "Try: `radpipe demo`, then `radpipe run pipelines/busi.yaml --out out/busi --jobs 2`.\n\n"
+    "Try: `radpipe demo`; then, for your own cohort, `radpipe init my_study --cohort path/to/cohort` "
+    "and `radpipe run my_study/recipe.yaml --out my_study/out`.\n\n"
     "Exit codes: 0 all went well, 1 some cases failed (see qc.csv), 2 configuration or usage error "
     "(nothing computed), 3 a radpipe bug (rerun with --debug).",
     no_args_is_help=True,
@@ -35,6 +36,21 @@ tables_app = typer.Typer(help="Work with feature tables (merge runs or modalitie
 app.add_typer(tables_app, name="tables")
 
 EXIT_OK, EXIT_CASES_FAILED, EXIT_CONFIG, EXIT_BUG = 0, 1, 2, 3
+
+REGISTRY_HELP = ("Dataset names are looked up in the first registry found: --datasets FILE (given before the "
+                 "command), $RADPIPE_DATASETS, datasets.yaml in the recipe's or the working folder or a parent "
+                 "of them, and the source checkout's datasets.yaml when radpipe runs from one.")
+
+
+@app.callback()
+def _options(
+    datasets: Annotated[Path | None, typer.Option(
+        "--datasets", help="Dataset registry (datasets.yaml) to look dataset names up in, for every command: "
+        "`radpipe --datasets my.yaml extract my_cohort --out x`.")] = None,
+) -> None:
+    from radpipe.config import use_datasets_file
+
+    use_datasets_file(datasets)
 
 Jobs = Annotated[int, typer.Option("--jobs", "-j", min=1, help="Parallel worker processes.")]
 Debug = Annotated[bool, typer.Option("--debug", help="Show full tracebacks.")]
@@ -351,20 +367,29 @@ def demo(
     return EXIT_OK
 
 
-@app.command()
+@app.command(epilog=REGISTRY_HELP)
 @guarded
 def datasets(
-    file: Annotated[Path | None, typer.Option(help="datasets.yaml to read (default: the repository's).")] = None,
     debug: Debug = False,
 ) -> int:
-    """List the named cohorts in datasets.yaml and whether their data is present."""
-    from radpipe.config import load_datasets
+    """List the named cohorts of the dataset registry, and whether their data is present.
 
+    Prints which registry file it read. Choose one with `radpipe --datasets FILE datasets`.
+    """
+    from radpipe.config import datasets_search_description, find_datasets_file, load_datasets
+
+    registry = find_datasets_file()
+    if registry is None:
+        console.print(f"no dataset registry found; looked at: {datasets_search_description()}.\n"
+                      "Name a cohort folder directly (`radpipe extract path/to/cohort --out x`), or write one "
+                      "with `radpipe init my_study --cohort path/to/cohort`.", highlight=False)
+        return EXIT_OK
+    console.print(f"registry: [bold]{registry}[/]", highlight=False)
     rows = []
-    for name, spec in load_datasets(file).items():
+    for name, spec in load_datasets(registry).items():
         present = "found" if spec.root.exists() else "[red]missing[/]"
         rows.append((name, f"{present}  {spec.root}  {spec.description}"))
-    summary_table("datasets", rows)
+    summary_table(f"datasets in {registry}", rows)
     return EXIT_OK
 
 

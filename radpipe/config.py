@@ -22,28 +22,118 @@ from radpipe.extract.settings import ExtractSettings
 from radpipe.model.settings import ModelSettings
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-DEFAULT_DATASETS_FILE = REPO_ROOT / "datasets.yaml"
+# radpipe runs from a source checkout when setup.cfg sits one level above the package; an installed
+# package (site-packages) has no such file, and then nothing is looked up beside it.
+CHECKOUT_ROOT: Path | None = REPO_ROOT if (REPO_ROOT / "setup.cfg").is_file() else None
+DATASETS_FILE_NAME = "datasets.yaml"
+DATASETS_ENV = "RADPIPE_DATASETS"
 _ENV_PATTERN = re.compile(r"\$\{(\w+)(?::-([^}]*))?\}")
+# set by the command line's --datasets option for the rest of the process (see use_datasets_file)
+_explicit_datasets_file: Path | None = None
 
 
 def data_root() -> Path:
-    """Where the shared real data lives: ``$RADPIPE_DATA``, default ``../shared/data`` from the repo root."""
-    return Path(os.environ.get("RADPIPE_DATA") or REPO_ROOT.parent / "shared" / "data").resolve()
+    """Where the shared real data lives: ``$RADPIPE_DATA``, else ``../shared/data`` beside a source checkout.
+
+    An installed radpipe has no default: a registry that uses ``${RADPIPE_DATA}`` then needs the variable.
+    """
+    value = os.environ.get("RADPIPE_DATA")
+    if value:
+        return Path(value).resolve()
+    if CHECKOUT_ROOT is None:
+        raise KeyError("RADPIPE_DATA")
+    return (CHECKOUT_ROOT.parent / "shared" / "data").resolve()
 
 
 def expand_env(text: str) -> str:
-    """Expand ``${VAR}`` and ``${VAR:-default}``; ``RADPIPE_DATA`` defaults to ``../shared/data``."""
+    """Expand ``${VAR}`` and ``${VAR:-default}``; ``RADPIPE_DATA`` defaults to ``../shared/data`` in a checkout.
+
+    An unset variable without a default raises ``KeyError`` with its name.
+    """
 
     def replace(match: re.Match) -> str:
         name, default = match.group(1), match.group(2)
-        if name == "RADPIPE_DATA":
-            return os.environ.get(name) or str(data_root())
+        if name == "RADPIPE_DATA" and default is None:
+            return str(data_root())
         value = os.environ.get(name, default)
         if value is None:
             raise KeyError(name)
         return value
 
     return _ENV_PATTERN.sub(replace, text)
+
+
+def use_datasets_file(path: str | Path | None) -> None:
+    """Make ``path`` the explicit dataset registry for this process (what ``radpipe --datasets FILE`` does).
+
+    ``None`` goes back to searching (see :func:`find_datasets_file`).
+    """
+    global _explicit_datasets_file
+    _explicit_datasets_file = Path(path).expanduser().resolve() if path else None
+
+
+def find_datasets_file(explicit: str | Path | None = None, *, start: Path | None = None) -> Path | None:
+    """The dataset registry to use, or ``None`` when there is none.
+
+    Searched in this order, the first that exists wins:
+
+    1. ``explicit`` (or the command line's ``--datasets FILE``); a missing file is an error;
+    2. ``$RADPIPE_DATASETS``; a missing file is an error;
+    3. ``datasets.yaml`` in ``start`` (a recipe's folder) or one of its parents, then in the working
+       folder or one of its parents;
+    4. the source checkout's ``datasets.yaml``, only when radpipe runs from a checkout.
+
+    Examples
+    --------
+    >>> import os, tempfile
+    >>> from pathlib import Path
+    >>> study = Path(tempfile.mkdtemp())
+    >>> _ = (study / "datasets.yaml").write_text("datasets: {}\\n")
+    >>> (study / "recipes").mkdir()
+    >>> find_datasets_file(start=study / "recipes") == study / "datasets.yaml"
+    True
+    """
+    chosen = explicit if explicit is not None else _explicit_datasets_file
+    if chosen is not None:
+        path = Path(chosen).expanduser()
+        if not path.is_file():
+            raise ConfigError("dataset registry not found (given with --datasets)", file=str(path))
+        return path.resolve()
+    from_env = os.environ.get(DATASETS_ENV)
+    if from_env:
+        path = Path(from_env).expanduser()
+        if not path.is_file():
+            raise ConfigError(f"dataset registry not found (named by ${DATASETS_ENV})", file=str(path))
+        return path.resolve()
+    for folder in _search_folders(start):
+        candidate = folder / DATASETS_FILE_NAME
+        if candidate.is_file():
+            return candidate
+    if CHECKOUT_ROOT is not None and (CHECKOUT_ROOT / DATASETS_FILE_NAME).is_file():
+        return CHECKOUT_ROOT / DATASETS_FILE_NAME
+    return None
+
+
+def datasets_search_description(start: Path | None = None) -> str:
+    """Where :func:`find_datasets_file` looks, in words, for messages that say none was found."""
+    places = ["--datasets FILE", f"${DATASETS_ENV}"]
+    starts = [Path(start).resolve()] if start is not None else []
+    if Path.cwd().resolve() not in starts:
+        starts.append(Path.cwd().resolve())
+    places += [f"{DATASETS_FILE_NAME} in {folder} or its parents" for folder in starts]
+    if CHECKOUT_ROOT is not None:
+        places.append(f"the source checkout's {CHECKOUT_ROOT / DATASETS_FILE_NAME}")
+    return ", ".join(places)
+
+
+def _search_folders(start: Path | None) -> list[Path]:
+    folders: list[Path] = []
+    for origin in ([Path(start)] if start is not None else []) + [Path.cwd()]:
+        origin = origin.resolve()
+        for folder in (origin, *origin.parents):
+            if folder not in folders:
+                folders.append(folder)
+    return folders
 
 
 class _Strict(BaseModel):
@@ -129,13 +219,22 @@ def validation_error_to_config_error(exc: ValidationError, file: Path) -> Config
 
 
 def load_datasets(path: str | Path | None = None) -> dict[str, DatasetSpec]:
-    """Read and validate ``datasets.yaml``; roots are expanded and resolved relative to the file."""
-    path = Path(path) if path else DEFAULT_DATASETS_FILE
+    """Read and validate a dataset registry; roots are expanded and resolved relative to the file.
+
+    Without ``path`` the registry is found by :func:`find_datasets_file`; none found is a ConfigError
+    listing where radpipe looked.
+    """
+    if path is None:
+        path = find_datasets_file()
+        if path is None:
+            raise ConfigError(f"no {DATASETS_FILE_NAME} found (looked at: {datasets_search_description()})")
+    path = Path(path)
     raw = read_yaml(path)
     try:
         raw = _expand_in(raw)
     except KeyError as exc:
-        raise ConfigError(f"environment variable {exc.args[0]} is not set", file=str(path)) from None
+        raise ConfigError(f"environment variable {exc.args[0]} is not set; set it to the folder it stands for",
+                          file=str(path)) from None
     try:
         parsed = DatasetsFile.model_validate(raw)
     except ValidationError as exc:
@@ -160,14 +259,19 @@ def load_recipe(path: str | Path) -> Recipe:
 
 def resolve_dataset(name_or_path: str, *, datasets_file: str | Path | None = None,
                     relative_to: Path | None = None) -> tuple[str, DatasetSpec]:
-    """A dataset name from datasets.yaml, a cohort folder (images/, masks/, labels.csv) or a batch CSV.
+    """A dataset name from the registry, a cohort folder (images/, masks/, labels.csv) or a batch CSV.
 
-    A bare name that datasets.yaml knows is that dataset, even when a folder of that name happens to
-    be in the working directory (write ``./busi`` for the folder).
+    The registry is ``datasets_file`` or the one :func:`find_datasets_file` finds, searching from
+    ``relative_to`` (a recipe's folder) first. A bare name that the registry knows is that dataset,
+    even when a folder of that name happens to be in the working directory (write ``./busi`` for the
+    folder). A path that names nothing is a ConfigError naming that path.
     """
+    registry = find_datasets_file(datasets_file, start=relative_to)
     is_bare_name = "/" not in name_or_path and "\\" not in name_or_path and Path(name_or_path).suffix == ""
-    if not (is_bare_name and name_or_path in _known_dataset_names(datasets_file)):
-        candidate = Path(name_or_path)
+    # a path never needs the registry, so a registry with problems only matters for names
+    known = load_datasets(registry) if registry is not None and is_bare_name else {}
+    candidate = Path(name_or_path).expanduser()
+    if name_or_path not in known:
         if relative_to is not None and not candidate.is_absolute() and not candidate.exists():
             candidate = relative_to / candidate
         if candidate.is_dir():
@@ -175,25 +279,26 @@ def resolve_dataset(name_or_path: str, *, datasets_file: str | Path | None = Non
         if candidate.suffix.lower() == ".csv" and candidate.is_file():
             return candidate.stem, DatasetSpec(root=candidate.parent.resolve(), layout="pyradiomics_csv",
                                                batch_csv=candidate.name, labels=None)
-    datasets = load_datasets(datasets_file)
-    if name_or_path not in datasets:
-        known = ", ".join(sorted(datasets)) or "none"
+    if name_or_path not in known:
+        if registry is not None and not is_bare_name:
+            known = load_datasets(registry)
+        if registry is None:
+            where = f"no {DATASETS_FILE_NAME} was found (looked at: {datasets_search_description(relative_to)})"
+        else:
+            where = f"{registry} has no dataset of that name (known: {', '.join(sorted(known)) or 'none'})"
         raise ConfigError(
-            f"'{name_or_path}' is neither a folder nor a dataset in datasets.yaml (known: {known})",
+            f"'{name_or_path}' is neither a folder nor a dataset: there is no folder or file "
+            f"{candidate.absolute()}, and {where}",
             key="dataset",
         )
-    spec = datasets[name_or_path]
+    spec = known[name_or_path]
     if not spec.root.exists():
         raise ConfigError(
-            f"dataset root {spec.root} does not exist (set RADPIPE_DATA to the shared data folder)",
-            file=str(Path(datasets_file or DEFAULT_DATASETS_FILE)), key=f"datasets.{name_or_path}.root",
+            f"dataset root {spec.root} does not exist (a root written as ${{RADPIPE_DATA}}/... needs "
+            "RADPIPE_DATA set to the data folder)",
+            file=str(registry), key=f"datasets.{name_or_path}.root",
         )
     return name_or_path, spec
-
-
-def _known_dataset_names(datasets_file: str | Path | None) -> set[str]:
-    path = Path(datasets_file) if datasets_file else DEFAULT_DATASETS_FILE
-    return set(load_datasets(path)) if path.exists() else set()
 
 
 def _expand_in(value: Any) -> Any:

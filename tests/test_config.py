@@ -15,8 +15,10 @@ def write(tmp_path, name, text):
 
 
 def test_shipped_recipes_and_datasets_validate():
-    for name in ("demo", "busi", "sts_pet"):
-        recipe = load_recipe(REPO_ROOT / "pipelines" / f"{name}.yaml")
+    for path in (REPO_ROOT / "radpipe" / "recipes" / "demo.yaml", REPO_ROOT / "pipelines" / "busi.yaml",
+                 REPO_ROOT / "pipelines" / "sts_pet.yaml"):
+        recipe = load_recipe(path)
+        name = path.stem
         assert recipe.name == name
         assert recipe.extract.pyradiomics_params()["setting"]["additionalInfo"] is False
     assert {"busi", "sts_pet", "pyradiomics_samples"} <= set(load_datasets())
