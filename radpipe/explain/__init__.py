@@ -14,7 +14,7 @@ _EXPORTS = {
     "ExplainError": "radpipe.explain.report",
     "ExplainResult": "radpipe.explain.report",
     "explain": "radpipe.explain.report",
-    "read_lesion_slice": "radpipe.explain.report",
+    "read_lesion_slice": "radpipe.extract.slices",
     "ExplainSettings": "radpipe.explain.settings",
     "ShapResult": "radpipe.explain.shap_values",
     "choose_explainer": "radpipe.explain.shap_values",

@@ -11,9 +11,7 @@ each patient page explains the patient's predicted (most probable) class, with S
 
 from __future__ import annotations
 
-import base64
 import datetime as _dt
-import functools
 import hashlib
 import json
 import re
@@ -30,6 +28,8 @@ from radpipe._io import atomic_write_bytes, atomic_write_text, software_versions
 from radpipe.errors import RadpipeError
 from radpipe.explain import plots
 from radpipe.explain.lime_values import agreement, compute_lime
+from radpipe.explain.pages import b64, card_rows, env, render_patients
+from radpipe.explain.performance import binary_performance, multiclass_performance
 from radpipe.explain.settings import ExplainSettings
 from radpipe.explain.shap_values import (
     ShapResult,
@@ -43,9 +43,9 @@ from radpipe.explain.shap_values import (
     predicted_class_view,
     to_original,
 )
+from radpipe.explain.stability import fold_stability
+from radpipe.model.folder import ModelFolder
 from radpipe.model.persist import load_model
-
-TEMPLATES = Path(__file__).with_name("templates")
 
 
 @dataclass
@@ -121,6 +121,7 @@ def explain(
     settings = settings or ExplainSettings()
     model_dir, out_dir = Path(model_dir), Path(out_dir)
     model = load_model(model_dir, trust=trust)
+    folder = ModelFolder(model.path)
     card, pipe = model.card, model.pipeline
     columns = [str(n) for n in (card.get("feature_names") or features.columns)]
     # a harmonised model also reads each case's batch (scanner, centre): an input column, never a feature
@@ -201,10 +202,10 @@ def explain(
     agree = {c: agreement(shap_orig.loc[c], lime_by_case.get(c, lime.iloc[:0]), settings.lime_top)
              for c in page_cases}
 
-    stability = _fold_stability(model.path, X, X_train, names, positive, settings, n_jobs, multiclass=multiclass)
+    stability = fold_stability(model.path, X, X_train, names, positive, settings, n_jobs, multiclass=multiclass)
     timings["fold_stability"], tick = time.time() - tick, time.time()
     if multiclass:
-        perf = _performance_multiclass(model.path, card, classes, class_proba, labels, settings)
+        perf = multiclass_performance(model.path, card, classes, class_proba, labels, settings)
         # importance of a feature: its mean |SHAP| on each class's probability, averaged over the classes
         per_class_abs = pd.DataFrame({c: t.abs().mean() for c, t in shap_orig_by_class.items()},
                                      index=shap_orig.columns)
@@ -214,7 +215,7 @@ def explain(
         filter_abs = pd.concat([grouped(t, "filter").abs().mean() for t in shap_orig_by_class.values()],
                                axis=1).mean(axis=1).sort_values(ascending=False)
     else:
-        perf = _performance(model.path, card, proba, labels, threshold, settings)
+        perf = binary_performance(model.path, card, proba, labels, threshold, settings)
         mean_abs = shap_orig.abs().mean().sort_values(ascending=False, kind="stable")
         family_abs = grouped(shap_orig, "family").abs().mean().sort_values(ascending=False)
         filter_abs = grouped(shap_orig, "filter").abs().mean().sort_values(ascending=False)
@@ -259,7 +260,7 @@ def explain(
             items[-1].update(predicted=str(predicted[c]), base=float(shap_res.base_value[c]),
                              class_probs=[(k, float(class_proba.loc[c, k])) for k in classes])
     tick = time.time()
-    rows = _render_all(items, common, pages_dir, out_dir / "figures" / "patients", n_jobs, progress)
+    rows = render_patients(items, common, pages_dir, out_dir / "figures" / "patients", n_jobs, progress)
     timings["patient_pages"], tick = time.time() - tick, time.time()
     patients_table = pd.DataFrame(rows).set_index("case_id") if rows else pd.DataFrame()
 
@@ -337,9 +338,9 @@ def explain(
             "overlap": agree[c]["overlap"] if c in agree else None,
             "oof": oof.get(str(predicted[c])) if multiclass and oof is not None else oof,
         })
-    html = _env(settings.banner).get_template("cohort.html").render(
-        title=f"{card.get('model_name', 'model')}: explanations", summary=summary, card=_card_rows(card),
-        card_md=_read_text(model.path / "model_card.md"), figs={k: _b64(v) for k, v in figs.items()},
+    html = env(settings.banner).get_template("cohort.html").render(
+        title=f"{card.get('model_name', 'model')}: explanations", summary=summary, card=card_rows(card),
+        card_md=folder.card_md(), figs={k: b64(v) for k, v in figs.items()},
         perf=perf, metrics=perf.get("metrics_table"), has_oof=bool(perf.get("oof")), stability=stability, rows=cohort_rows,
         top=summary["top_features"], dependence=[(n, f"dependence_{k + 1}") for k, n in
                                                   enumerate(top_names[: settings.dependence_plots])],
@@ -361,7 +362,7 @@ def explain(
     atomic_write_text(out_dir / "summary.json", json.dumps(_jsonable(summary), indent=2))
     atomic_write_text(out_dir / "manifest.json", json.dumps(_jsonable({
         "stage": "explain", "versions": software_versions(), "settings": settings.model_dump(),
-        "model": str(model.path), "model_sha256": _sha_of(model.path / "model.joblib"),
+        "model": str(model.path), "model_sha256": _sha_of(folder.model_path),
         "features_sha256": hashlib.sha256(pd.util.hash_pandas_object(X, index=True).values.tobytes()).hexdigest(),
         "seed": settings.seed, "started": _dt.datetime.fromtimestamp(started, _dt.UTC).isoformat(),
         "finished": _dt.datetime.now(_dt.UTC).isoformat(), "n_jobs": n_jobs,
@@ -412,7 +413,7 @@ def _numeric(df: pd.DataFrame, batch: str | None) -> pd.DataFrame:
 
 
 def _training_features(model_path: Path, names: list[str], batch: str | None = None) -> pd.DataFrame | None:
-    path = model_path / "train_features.csv"
+    path = ModelFolder(model_path).train_features_path
     if not path.exists():
         return None
     try:
@@ -476,180 +477,6 @@ def _percentile(dist: pd.Series, value) -> float | None:
     return float(100.0 * ((d < value).mean() + 0.5 * (d == value).mean()))
 
 
-# ---------------------------------------------------------------- performance and stability
-
-
-def _performance(model_path, card, proba, labels, threshold, settings) -> dict:
-    """ROC, calibration and confusion from out-of-fold predictions, else from the labels given."""
-    positive = str(card.get("positive_class"))
-    classes = [str(c) for c in card.get("classes", [])]
-    negative = next((c for c in classes if c != positive), "negative")
-    out: dict = {"source": None, "figures": {}}
-    y = p = None
-    pred_path = model_path / "predictions.csv"
-    if pred_path.exists():
-        try:
-            pr = _cv_predictions(pred_path, card)
-            if "y_true" not in pr.columns and "label" in pr.columns:
-                pr["y_true"] = (pr["label"].astype(str) == positive).astype(int)
-            per_case = pr.groupby(pr["case_id"].astype(str)).agg(y_true=("y_true", "first"), y_prob=("y_prob", "mean"))
-            y, p = per_case["y_true"].to_numpy(dtype=int), per_case["y_prob"].to_numpy(dtype=float)
-            out["oof"] = per_case["y_prob"].astype(float).to_dict()
-            repeats = pr["repeat"].nunique() if "repeat" in pr.columns else 1
-            out["source"] = (f"out-of-fold predictions of the model folder ({len(per_case)} cases"
-                             + (f", probability averaged over {repeats} repeats" if repeats > 1 else "") + ")")
-        except Exception as exc:
-            warnings.warn(f"ignoring {pred_path}: {exc}", stacklevel=2)
-    if y is None and labels is not None and labels.notna().any():
-        known = labels.dropna()
-        y = (known.astype(str) == positive).astype(int).to_numpy()
-        p = proba.loc[known.index].to_numpy()
-        out["source"] = (f"the final model on the {len(known)} explained cases with a label: apparent performance, "
-                         "optimistic when these cases were used for training")
-    if y is not None and len(np.unique(y)) == 2:
-        out["figures"]["roc"], out["roc"] = plots.roc_curve_band(y, p, n_boot=settings.bootstrap,
-                                                                 seed=settings.seed, threshold=threshold)
-        out["figures"]["calibration"] = plots.calibration(y, p)
-        out["figures"]["confusion"], out["confusion"] = plots.confusion(y, p, threshold, (negative, positive))
-    _add_metrics_table(out, model_path, card)
-    return out
-
-
-def _performance_multiclass(model_path, card, classes, class_proba, labels, settings) -> dict:
-    """One-vs-rest ROC curves and the confusion matrix of the most probable class, from out-of-fold
-    predictions (``y_prob_<class>`` columns of predictions.csv), else from the labels given."""
-    out: dict = {"source": None, "figures": {}}
-    y = p = None
-    prob_cols = [f"y_prob_{c}" for c in classes]
-    pred_path = model_path / "predictions.csv"
-    if pred_path.exists():
-        try:
-            pr = _cv_predictions(pred_path, card)
-            pr = pr.assign(y_true=pd.Categorical(pr["label"].astype(str), categories=classes).codes)
-            per_case = pr.groupby(pr["case_id"].astype(str)).agg(
-                y_true=("y_true", "first"), **{col: (col, "mean") for col in prob_cols})
-            per_case = per_case[per_case["y_true"] >= 0]
-            y, p = per_case["y_true"].to_numpy(dtype=int), per_case[prob_cols].to_numpy(dtype=float)
-            out["oof"] = {case: dict(zip(classes, map(float, row), strict=True))
-                          for case, row in zip(per_case.index, p, strict=True)}
-            repeats = pr["repeat"].nunique() if "repeat" in pr.columns else 1
-            out["source"] = (f"out-of-fold predictions of the model folder ({len(per_case)} cases"
-                             + (f", probabilities averaged over {repeats} repeats" if repeats > 1 else "") + ")")
-        except Exception as exc:
-            warnings.warn(f"ignoring {pred_path}: {exc}", stacklevel=2)
-            y = p = None
-    if y is None and labels is not None and labels.notna().any():
-        known = labels.dropna().astype(str)
-        known = known[known.isin(classes)]
-        y = pd.Categorical(known, categories=classes).codes.astype(int)
-        p = class_proba.loc[known.index].to_numpy(dtype=float)
-        out["source"] = (f"the final model on the {len(known)} explained cases with a label: apparent performance, "
-                         "optimistic when these cases were used for training")
-    if y is not None and len(np.unique(y)) >= 2:
-        out["figures"]["roc"], out["roc"] = plots.roc_curves_ovr(y, p, classes, n_boot=settings.bootstrap,
-                                                                 seed=settings.seed)
-        out["figures"]["confusion"], out["confusion_matrix"] = plots.confusion_multiclass(
-            y, p.argmax(axis=1), classes)
-    _add_metrics_table(out, model_path, card)
-    return out
-
-
-def _cv_predictions(pred_path: Path, card: dict) -> pd.DataFrame:
-    """The card's model's out-of-fold rows of predictions.csv (external cohorts are reported apart)."""
-    pr = pd.read_csv(pred_path)
-    if "cohort" in pr.columns:
-        pr = pr[pr["cohort"].fillna("cv").astype(str) == "cv"]
-    if "model" in pr.columns and card.get("model_name") in set(pr["model"].astype(str)):
-        pr = pr[pr["model"].astype(str) == str(card["model_name"])]
-    return pr
-
-
-def _add_metrics_table(out: dict, model_path: Path, card: dict) -> None:
-    metrics_path = model_path / "metrics.csv"
-    if metrics_path.exists():
-        try:
-            out["metrics_table"] = _metrics_table(pd.read_csv(metrics_path), card.get("model_name"))
-        except Exception as exc:
-            warnings.warn(f"ignoring {metrics_path}: {exc}", stacklevel=2)
-
-
-def _metrics_table(df: pd.DataFrame, model_name) -> dict:
-    """Metrics with their CIs merged into one cell ("0.87 (0.81–0.92)"), the chosen model's rows first."""
-    if "model" in df.columns and model_name in set(df["model"].astype(str)):
-        df = pd.concat([df[df["model"].astype(str) == str(model_name)], df[df["model"].astype(str) != str(model_name)]])
-    cols = [c for c in df.columns if not re.search(r"_ci_(low|high)$", c)]
-    rows = []
-    for _, r in df.iterrows():
-        row = []
-        for c in cols:
-            v = r[c]
-            if isinstance(v, float | np.floating) and not pd.isna(v):
-                text = f"{v:.3f}"
-                if f"{c}_ci_low" in df.columns and not pd.isna(r[f"{c}_ci_low"]):
-                    text += f" ({r[f'{c}_ci_low']:.3f}–{r[f'{c}_ci_high']:.3f})"
-            else:
-                text = "" if pd.isna(v) else str(v)
-            row.append(text)
-        rows.append({"cells": row, "chosen": "model" in df.columns and str(r.get("model")) == str(model_name)})
-    return {"columns": cols, "rows": rows}
-
-
-def _fold_stability(model_path, X, X_train, names, positive, settings, n_jobs, multiclass: bool = False) -> dict:
-    """Spearman correlation of mean |SHAP| between the outer-fold models, on a seeded sample of cases.
-
-    Model-agnostic explainers use 200 evaluations per case here (unless ``shap_max_evals`` is set): a ranking of
-    mean |SHAP| over many cases is far less noisy than one case's values.
-    """
-    folds_dir = model_path / "folds"
-    fold_dirs = sorted(p.parent for p in folds_dir.glob("*/model.joblib")) if folds_dir.exists() else []
-    if len(fold_dirs) < 2:
-        return {"n_folds": len(fold_dirs), "note": "fewer than two outer-fold models in the model folder"}
-    sample = X.sample(n=min(settings.stability_cases, len(X)), random_state=settings.seed)
-    args = dict(sample=sample, X_train=X_train, names=names, positive=positive, settings=settings,
-                multiclass=multiclass)
-    if n_jobs > 1:
-        from joblib import Parallel, delayed
-
-        results = Parallel(n_jobs=n_jobs)(delayed(_fold_mean_abs)(d, **args) for d in fold_dirs)
-    else:
-        results = [_fold_mean_abs(d, **args) for d in fold_dirs]
-    skipped = [r for r in results if isinstance(r, str)]
-    table = pd.DataFrame({d.name: r for d, r in zip(fold_dirs, results, strict=False) if not isinstance(r, str)})
-    if table.shape[1] < 2:
-        return {"n_folds": table.shape[1], "skipped": skipped, "note": "fewer than two usable outer-fold models"}
-    corr = table.corr(method="spearman")
-    off = corr.to_numpy()[np.triu_indices(len(corr), 1)]
-    k = settings.top_features
-    top_sets = {c: set(table[c].sort_values(ascending=False, kind="stable").index[:k]) for c in table}
-    overall = table.mean(axis=1).sort_values(ascending=False, kind="stable").index[:k]
-    frequency = {f: float(np.mean([f in s for s in top_sets.values()])) for f in overall}
-    return {
-        "n_folds": int(table.shape[1]), "n_cases": int(len(sample)),
-        "spearman_median": float(np.nanmedian(off)), "spearman_min": float(np.nanmin(off)),
-        "spearman_max": float(np.nanmax(off)), "top_frequency": frequency, "skipped": skipped,
-        "matrix": corr,
-    }
-
-
-def _fold_mean_abs(fold_dir, *, sample, X_train, names, positive, settings, multiclass=False):
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            m = load_model(fold_dir)
-        if multiclass:  # mean |SHAP| on each class's probability, averaged over the classes
-            by_class = compute_shap_classes(
-                m.pipeline, sample, X_train, explainer=settings.explainer, background=settings.shap_background,
-                agnostic_background=settings.agnostic_background, max_evals=settings.shap_max_evals or 200,
-                seed=settings.seed, n_jobs=1)
-            return pd.concat([to_original(r.values, names).abs().mean() for r in by_class.values()], axis=1).mean(axis=1)
-        res = compute_shap(m.pipeline, sample, X_train, positive_class=positive, explainer=settings.explainer,
-                           background=settings.shap_background, agnostic_background=settings.agnostic_background,
-                           max_evals=settings.shap_max_evals or 200, seed=settings.seed, n_jobs=1)
-        return to_original(res.values, names).abs().mean()
-    except Exception as exc:  # one broken fold model must not stop the report
-        return f"{fold_dir.name}: {exc}"
-
-
 def _agreement_summary(agree: dict, k: int) -> dict:
     if not agree:
         return {}
@@ -657,228 +484,6 @@ def _agreement_summary(agree: dict, k: int) -> dict:
     sign = np.array([a["sign_agreement"] for a in agree.values()], dtype=float)
     return {"k": k, "mean_overlap": float(np.nanmean(overlap)),
             "mean_sign_agreement": float(np.nanmean(sign)) if np.isfinite(sign).any() else None}
-
-
-# ---------------------------------------------------------------- patient pages
-
-
-def _render_all(items, common, pages_dir, fig_dir, n_jobs, progress) -> list[dict]:
-    total = len(items)
-    done = 0
-    rows: list[dict] = []
-    if progress:
-        progress(0, total)
-    if n_jobs == 1 or total < 2:
-        for item in items:
-            rows.append(_render_patient(item, common, pages_dir, fig_dir))
-            done += 1
-            if progress:
-                progress(done, total)
-        return rows
-    from joblib import Parallel, delayed
-
-    size = max(1, min(16, total // (n_jobs * 4) or 1))
-    batches = [items[i: i + size] for i in range(0, total, size)]
-    for batch_rows in Parallel(n_jobs=n_jobs, return_as="generator")(
-        delayed(_render_batch)(b, common, pages_dir, fig_dir) for b in batches
-    ):
-        rows.extend(batch_rows)
-        done += len(batch_rows)
-        if progress:
-            progress(done, total)
-    return rows
-
-
-def _waterfall(contrib: pd.Series, raw: pd.Series, base: float, prob: float, threshold: float | None,
-               top: int) -> dict:
-    """Rows of an HTML waterfall: from the base value, the ``top`` largest contributions, the rest, to ``prob``.
-
-    Positions are percentages of a probability axis that spans every intermediate value (and the threshold,
-    unless it is None, as for a multi-class model).
-    """
-    order = contrib.abs().sort_values(ascending=False, kind="stable").index
-    steps = [(name, float(contrib[name])) for name in order[:top]]
-    if len(order) > top:
-        steps.append((f"{len(order) - top} other features", float(contrib[order[top:]].sum())))
-    points = np.cumsum([base] + [d for _, d in steps])
-    marks = points if threshold is None else np.append(points, threshold)
-    lo, hi = float(marks.min()), float(marks.max())
-    span = max(hi - lo, 0.05)
-    lo, hi = max(0.0, lo - 0.08 * span), min(1.0, hi + 0.08 * span)
-    span = hi - lo
-
-    def at(v):
-        return round(100 * (float(v) - lo) / span, 3)
-
-    rows, level = [], base
-    for name, d in steps:
-        rows.append({"label": name, "value": raw.get(name) if name in raw.index else None, "delta": d,
-                     "left": at(min(level, level + d)), "width": max(0.4, round(100 * abs(d) / span, 3)),
-                     "up": d >= 0, "end": at(level + d)})
-        level += d
-    step = next(s for s in (0.01, 0.02, 0.05, 0.1, 0.2, 0.25) if span / s <= 8)
-    ticks = [(at(t), f"{t:.2f}") for t in np.arange(np.ceil(lo / step) * step, hi + 1e-9, step)]
-    return {"rows": rows, "ticks": ticks, "base": at(base), "prob": at(prob),
-            "threshold": None if threshold is None else at(threshold),
-            "base_value": base, "probability": prob}
-
-
-def _bars(series: pd.Series, width: int = 160) -> list[dict]:
-    """Label, value, bar width in px and direction for signed HTML bars scaled to the largest |value|."""
-    scale = float(series.abs().max()) if len(series) else 0.0
-    return [{"label": str(k), "value": float(v), "px": 0 if scale == 0 else round(width * abs(float(v)) / scale),
-             "up": float(v) >= 0} for k, v in series.items()]
-
-
-def _render_batch(items, common, pages_dir, fig_dir):
-    return [_render_patient(item, common, pages_dir, fig_dir) for item in items]
-
-
-def _render_patient(item, common, pages_dir: Path, fig_dir: Path) -> dict:
-    c, prob, thr = item["case_id"], item["probability"], common["threshold"]
-    positive, negative, base = common["positive"], common["negative"], common["base"]
-    multiclass = common.get("multiclass", False)
-    if multiclass:  # explain the predicted class against the others; no threshold
-        predicted = positive = item["predicted"]
-        base = item["base"]
-    else:
-        predicted = positive if prob >= thr else negative
-    s = common["settings"]
-    figs = {}
-    if s["waterfall_png"]:
-        atomic_write_bytes(fig_dir / f"{item['file']}_waterfall.png", plots.waterfall(
-            item["contrib"], item["raw"], base, prob, top=s["top_features"], threshold=thr,
-            positive=positive))
-    waterfall = _waterfall(item["contrib"], item["raw"], base, prob, thr, s["top_features"])
-    lime = item["lime"]
-    # LIME and the grouped sums are drawn as HTML bars: text stays selectable and pages render fast
-    lime_bars = _bars(pd.Series(lime["weight"].to_numpy(), index=lime["feature_rule"]))
-    group_bars = {"family": _bars(item["family"].sort_values(key=np.abs, ascending=False)),
-                  "filter": _bars(item["filter"].sort_values(key=np.abs, ascending=False))}
-    image_note = None
-    if common["draw_images"] and item["image"]:
-        try:
-            img, msk, spacing, where = read_lesion_slice(*item["image"])
-            figs["image"] = plots.lesion_slice(img, msk, spacing)
-            image_note = where
-        except Exception as exc:  # a missing or unreadable image must not stop the page
-            image_note = f"image not shown: {exc}"
-    if "image" in figs:
-        atomic_write_bytes(fig_dir / f"{item['file']}_image.jpg", figs["image"])
-    top = item["top"]
-    lead = top[0] if top else None
-    html = _env(s["banner"]).get_template("patient.html").render(
-        title=f"Patient {c}", case_id=c, probability=prob, predicted=predicted, positive=positive,
-        negative=negative, threshold=thr, label=item["label"], base=base,
-        multiclass=multiclass, class_probs=item.get("class_probs"),
-        figs={k: _b64(v) for k, v in figs.items()}, top=top, lime=lime.to_dict("records"), lime_bars=lime_bars,
-        group_bars=group_bars, waterfall=waterfall,
-        agreement=item["agreement"], explainer=common["explainer"], notes=common["notes"], image_note=image_note,
-        model_name=common["model_name"], lead=lead, settings=s,
-        correct=None if item["label"] is None else item["label"] == predicted,
-        up=[t for t in top if t["shap"] > 0][:3], down=[t for t in top if t["shap"] < 0][:3],
-    )
-    atomic_write_text(pages_dir / f"{item['file']}.html", html)
-    return {"case_id": c, "probability": prob, "predicted": predicted, "label": item["label"],
-            "shap_lime_overlap": item["agreement"]["overlap"], "page": f"patients/{item['file']}.html"}
-
-
-def read_lesion_slice(image_path, mask_path) -> tuple[np.ndarray, np.ndarray, tuple[float, float], str]:
-    """The 2D slice with the largest mask area, as (image rows x cols, mask, (row, col) spacing, description).
-
-    RGB images become grey (luminance), masks are binarised (> 0, so 0/255 masks work); 2D images are used
-    as they are. The extract stage's readers are used when present.
-    """
-    import SimpleITK as sitk
-
-    try:
-        from radpipe.extract.io import read_image, read_mask
-
-        image, _ = read_image(Path(image_path))
-        mask, _ = read_mask(Path(mask_path))
-    except Exception:  # the extract stage's readers are missing or refused the file: read it plainly
-        image, mask = sitk.ReadImage(str(image_path)), sitk.ReadImage(str(mask_path))
-    img = _grey(sitk.GetArrayFromImage(image), image.GetNumberOfComponentsPerPixel())
-    msk = _grey(sitk.GetArrayFromImage(mask), mask.GetNumberOfComponentsPerPixel()) > 0
-    if img.shape != msk.shape:
-        resampled = sitk.Resample(mask if mask.GetNumberOfComponentsPerPixel() == 1 else
-                                  sitk.VectorIndexSelectionCast(mask, 0), image, sitk.Transform(),
-                                  sitk.sitkNearestNeighbor, 0)
-        msk = sitk.GetArrayFromImage(resampled) > 0
-    spacing = image.GetSpacing()
-    if img.ndim == 3 and img.shape[0] == 1:
-        img, msk = img[0], msk[0]
-    if img.ndim == 2:
-        return img, msk, (float(spacing[1]), float(spacing[0])), "2D image"
-    areas = msk.reshape(msk.shape[0], -1).sum(axis=1)
-    z = int(np.argmax(areas))
-    return img[z], msk[z], (float(spacing[1]), float(spacing[0])), (
-        f"axial slice {z + 1} of {img.shape[0]} (largest mask area, {int(areas[z])} voxels)")
-
-
-def _grey(arr: np.ndarray, components: int) -> np.ndarray:
-    arr = np.asarray(arr)
-    if components > 1:
-        if components >= 3:
-            arr = arr[..., 0] * 0.299 + arr[..., 1] * 0.587 + arr[..., 2] * 0.114
-        else:
-            arr = arr[..., 0]
-    return arr.astype(float)
-
-
-# ---------------------------------------------------------------- rendering helpers
-
-
-@functools.cache
-def _env(banner: str = ""):
-    from jinja2 import Environment, FileSystemLoader, StrictUndefined
-
-    env = Environment(loader=FileSystemLoader(str(TEMPLATES)), autoescape=True, undefined=StrictUndefined,
-                      trim_blocks=True, lstrip_blocks=True)
-    env.globals["banner"] = banner
-    env.filters["num"] = _num
-    env.filters["pct"] = lambda v: "–" if v is None or pd.isna(v) else f"{100 * float(v):.0f}%"
-    env.filters["family_label"] = lambda f: {"shape": "shape", "first order": "first-order intensity",
-                                             "texture": "texture"}.get(f, f)
-    return env
-
-
-def _num(v, digits: int = 3) -> str:
-    if v is None:
-        return "–"
-    try:
-        x = float(v)
-    except (TypeError, ValueError):
-        return str(v)
-    if np.isnan(x):
-        return "missing"
-    if x != 0 and (abs(x) >= 1e5 or abs(x) < 10 ** (-digits)):
-        return f"{x:.{digits - 1}e}"
-    return f"{x:.{digits}g}" if abs(x) >= 1 else f"{x:.{digits}f}"
-
-
-def _b64(png: bytes) -> str:
-    return base64.b64encode(png).decode("ascii")
-
-
-def _card_rows(card: dict) -> list[tuple[str, str]]:
-    keys = ["model_name", "classes", "positive_class", "threshold", "pipeline_steps", "best_params",
-            "selected_features", "n_cases", "class_counts", "cv", "intended_use", "limitations", "versions"]
-    rows = []
-    for k in keys + [k for k in card if k not in keys and k not in ("feature_names", "metrics")]:
-        if k in card and card[k] not in (None, "", [], {}):
-            v = card[k]
-            rows.append((k.replace("_", " "), v if isinstance(v, str) else json.dumps(v, default=str, indent=1)))
-    if card.get("feature_names"):
-        rows.append(("features expected", f"{len(card['feature_names'])} columns"))
-    return rows
-
-
-def _read_text(path: Path) -> str | None:
-    try:
-        return path.read_text(encoding="utf-8") if path.exists() else None
-    except OSError:
-        return None
 
 
 def _sha_of(path: Path) -> str | None:

@@ -1,0 +1,189 @@
+"""HTML rendering of the explain reports: jinja templates (``templates/``) filled with numbers computed
+elsewhere; patient pages are rendered in worker processes when ``n_jobs > 1``.
+"""
+
+from __future__ import annotations
+
+import base64
+import functools
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from radpipe._io import atomic_write_bytes, atomic_write_text
+from radpipe.explain import plots
+from radpipe.extract.slices import read_lesion_slice
+
+TEMPLATES = Path(__file__).with_name("templates")
+
+
+def render_patients(items, common, pages_dir, fig_dir, n_jobs, progress) -> list[dict]:
+    total = len(items)
+    done = 0
+    rows: list[dict] = []
+    if progress:
+        progress(0, total)
+    if n_jobs == 1 or total < 2:
+        for item in items:
+            rows.append(_render_patient(item, common, pages_dir, fig_dir))
+            done += 1
+            if progress:
+                progress(done, total)
+        return rows
+    from joblib import Parallel, delayed
+
+    size = max(1, min(16, total // (n_jobs * 4) or 1))
+    batches = [items[i: i + size] for i in range(0, total, size)]
+    for batch_rows in Parallel(n_jobs=n_jobs, return_as="generator")(
+        delayed(_render_batch)(b, common, pages_dir, fig_dir) for b in batches
+    ):
+        rows.extend(batch_rows)
+        done += len(batch_rows)
+        if progress:
+            progress(done, total)
+    return rows
+
+
+def _waterfall(contrib: pd.Series, raw: pd.Series, base: float, prob: float, threshold: float | None,
+               top: int) -> dict:
+    """Rows of an HTML waterfall: from the base value, the ``top`` largest contributions, the rest, to ``prob``.
+
+    Positions are percentages of a probability axis that spans every intermediate value (and the threshold,
+    unless it is None, as for a multi-class model).
+    """
+    order = contrib.abs().sort_values(ascending=False, kind="stable").index
+    steps = [(name, float(contrib[name])) for name in order[:top]]
+    if len(order) > top:
+        steps.append((f"{len(order) - top} other features", float(contrib[order[top:]].sum())))
+    points = np.cumsum([base] + [d for _, d in steps])
+    marks = points if threshold is None else np.append(points, threshold)
+    lo, hi = float(marks.min()), float(marks.max())
+    span = max(hi - lo, 0.05)
+    lo, hi = max(0.0, lo - 0.08 * span), min(1.0, hi + 0.08 * span)
+    span = hi - lo
+
+    def at(v):
+        return round(100 * (float(v) - lo) / span, 3)
+
+    rows, level = [], base
+    for name, d in steps:
+        rows.append({"label": name, "value": raw.get(name) if name in raw.index else None, "delta": d,
+                     "left": at(min(level, level + d)), "width": max(0.4, round(100 * abs(d) / span, 3)),
+                     "up": d >= 0, "end": at(level + d)})
+        level += d
+    step = next(s for s in (0.01, 0.02, 0.05, 0.1, 0.2, 0.25) if span / s <= 8)
+    ticks = [(at(t), f"{t:.2f}") for t in np.arange(np.ceil(lo / step) * step, hi + 1e-9, step)]
+    return {"rows": rows, "ticks": ticks, "base": at(base), "prob": at(prob),
+            "threshold": None if threshold is None else at(threshold),
+            "base_value": base, "probability": prob}
+
+
+def _bars(series: pd.Series, width: int = 160) -> list[dict]:
+    """Label, value, bar width in px and direction for signed HTML bars scaled to the largest |value|."""
+    scale = float(series.abs().max()) if len(series) else 0.0
+    return [{"label": str(k), "value": float(v), "px": 0 if scale == 0 else round(width * abs(float(v)) / scale),
+             "up": float(v) >= 0} for k, v in series.items()]
+
+
+def _render_batch(items, common, pages_dir, fig_dir):
+    return [_render_patient(item, common, pages_dir, fig_dir) for item in items]
+
+
+def _render_patient(item, common, pages_dir: Path, fig_dir: Path) -> dict:
+    c, prob, thr = item["case_id"], item["probability"], common["threshold"]
+    positive, negative, base = common["positive"], common["negative"], common["base"]
+    multiclass = common.get("multiclass", False)
+    if multiclass:  # explain the predicted class against the others; no threshold
+        predicted = positive = item["predicted"]
+        base = item["base"]
+    else:
+        predicted = positive if prob >= thr else negative
+    s = common["settings"]
+    figs = {}
+    if s["waterfall_png"]:
+        atomic_write_bytes(fig_dir / f"{item['file']}_waterfall.png", plots.waterfall(
+            item["contrib"], item["raw"], base, prob, top=s["top_features"], threshold=thr,
+            positive=positive))
+    waterfall = _waterfall(item["contrib"], item["raw"], base, prob, thr, s["top_features"])
+    lime = item["lime"]
+    # LIME and the grouped sums are drawn as HTML bars: text stays selectable and pages render fast
+    lime_bars = _bars(pd.Series(lime["weight"].to_numpy(), index=lime["feature_rule"]))
+    group_bars = {"family": _bars(item["family"].sort_values(key=np.abs, ascending=False)),
+                  "filter": _bars(item["filter"].sort_values(key=np.abs, ascending=False))}
+    image_note = None
+    if common["draw_images"] and item["image"]:
+        try:
+            img, msk, spacing, where = read_lesion_slice(*item["image"])
+            figs["image"] = plots.lesion_slice(img, msk, spacing)
+            image_note = where
+        except Exception as exc:  # a missing or unreadable image must not stop the page
+            image_note = f"image not shown: {exc}"
+    if "image" in figs:
+        atomic_write_bytes(fig_dir / f"{item['file']}_image.jpg", figs["image"])
+    top = item["top"]
+    lead = top[0] if top else None
+    html = env(s["banner"]).get_template("patient.html").render(
+        title=f"Patient {c}", case_id=c, probability=prob, predicted=predicted, positive=positive,
+        negative=negative, threshold=thr, label=item["label"], base=base,
+        multiclass=multiclass, class_probs=item.get("class_probs"),
+        figs={k: b64(v) for k, v in figs.items()}, top=top, lime=lime.to_dict("records"), lime_bars=lime_bars,
+        group_bars=group_bars, waterfall=waterfall,
+        agreement=item["agreement"], explainer=common["explainer"], notes=common["notes"], image_note=image_note,
+        model_name=common["model_name"], lead=lead, settings=s,
+        correct=None if item["label"] is None else item["label"] == predicted,
+        up=[t for t in top if t["shap"] > 0][:3], down=[t for t in top if t["shap"] < 0][:3],
+    )
+    atomic_write_text(pages_dir / f"{item['file']}.html", html)
+    return {"case_id": c, "probability": prob, "predicted": predicted, "label": item["label"],
+            "shap_lime_overlap": item["agreement"]["overlap"], "page": f"patients/{item['file']}.html"}
+
+
+
+
+@functools.cache
+def env(banner: str = ""):
+    from jinja2 import Environment, FileSystemLoader, StrictUndefined
+
+    env = Environment(loader=FileSystemLoader(str(TEMPLATES)), autoescape=True, undefined=StrictUndefined,
+                      trim_blocks=True, lstrip_blocks=True)
+    env.globals["banner"] = banner
+    env.filters["num"] = _num
+    env.filters["pct"] = lambda v: "–" if v is None or pd.isna(v) else f"{100 * float(v):.0f}%"
+    env.filters["family_label"] = lambda f: {"shape": "shape", "first order": "first-order intensity",
+                                             "texture": "texture"}.get(f, f)
+    return env
+
+
+def _num(v, digits: int = 3) -> str:
+    if v is None:
+        return "–"
+    try:
+        x = float(v)
+    except (TypeError, ValueError):
+        return str(v)
+    if np.isnan(x):
+        return "missing"
+    if x != 0 and (abs(x) >= 1e5 or abs(x) < 10 ** (-digits)):
+        return f"{x:.{digits - 1}e}"
+    return f"{x:.{digits}g}" if abs(x) >= 1 else f"{x:.{digits}f}"
+
+
+def b64(png: bytes) -> str:
+    return base64.b64encode(png).decode("ascii")
+
+
+def card_rows(card: dict) -> list[tuple[str, str]]:
+    keys = ["model_name", "classes", "positive_class", "threshold", "pipeline_steps", "best_params",
+            "selected_features", "n_cases", "class_counts", "cv", "intended_use", "limitations", "versions"]
+    rows = []
+    for k in keys + [k for k in card if k not in keys and k not in ("feature_names", "metrics")]:
+        if k in card and card[k] not in (None, "", [], {}):
+            v = card[k]
+            rows.append((k.replace("_", " "), v if isinstance(v, str) else json.dumps(v, default=str, indent=1)))
+    if card.get("feature_names"):
+        rows.append(("features expected", f"{len(card['feature_names'])} columns"))
+    return rows
+
+
