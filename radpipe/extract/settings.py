@@ -57,6 +57,9 @@ class ExtractSettings(BaseModel):
         True, description="Crop to the mask box plus a per-axis margin in mm sized for the enabled filters."
     )
     geometry_tolerance: float = Field(1e-3, description="Image/mask geometry differences below this are fixed.")
+    intensity_unit: str | None = Field(
+        None, description="Unit of the image intensities (HU, SUV, a.u.) for messages and reports; default: "
+        "from the DICOM headers (HU for CT, SUV for PET converted to SUV), else a.u.")
 
     # (the inputs it was built from, the params): keyed, so model_copy(update=...) or an assignment never
     # hands out the parameters of the settings it was copied from
