@@ -22,6 +22,9 @@ from radpipe.extract.features import CaseResult
 ID_COLUMNS = ("case_id", "roi")
 QC_COLUMNS = ["case_id", "roi", "status", "action", "reason"]
 LONG_COLUMNS = ["case_id", "roi", "image_type", "feature_class", "feature", "value"]
+CODEBOOK_COLUMNS = ["column", "display_name", "unit", "description", "image_type", "feature_class", "feature",
+                    "family", "ibsi_code", "ibsi_name", "ibsi_note", "discretisation", "resampling",
+                    "normalisation", "preprocessing", "feature_qc", "pyradiomics_doc"]
 
 
 def split_feature_name(column: str) -> tuple[str, str, str]:
@@ -97,13 +100,33 @@ def _feature_docs() -> dict[tuple[str, str], str]:
 
 
 def codebook_table(columns: list[str], params: dict, ibsi: pd.DataFrame | None = None,
-                   preprocessing: str = "") -> pd.DataFrame:
-    """One row per feature column: what it is and the settings that produced it."""
+                   preprocessing: str = "", *, intensity_unit: str = "a.u.",
+                   feature_qc: dict[str, str] | None = None) -> pd.DataFrame:
+    """One row per feature column: what it is, its unit, and the settings that produced it.
+
+    ``display_name``, ``unit`` and ``description`` (one plain sentence) come from
+    :mod:`radpipe.extract.feature_docs`; ``pyradiomics_doc`` keeps the first paragraph of pyradiomics' own
+    docstring for the feature, so the formula's source stays one look-up away. ``intensity_unit`` is the
+    image's unit (``"HU"``, ``"SUV"``, ``"a.u."``); ``feature_qc`` maps a column to a note about its values
+    (empty when there is none).
+
+    Examples
+    --------
+    >>> from radpipe.extract.tables import codebook_table
+    >>> book = codebook_table(["original_firstorder_Variance"], {"setting": {"binWidth": 25}}, intensity_unit="HU")
+    >>> book.loc[0, ["display_name", "unit"]].tolist()
+    ['Intensity variance', 'HU²']
+    """
+    from radpipe.extract import feature_docs
+
     setting = params.get("setting", {})
     discretisation = (f"binCount={setting['binCount']}" if "binCount" in setting
                       else f"binWidth={setting.get('binWidth', 25)}")
+    if setting.get("normalize"):  # pyradiomics' z-score normalisation leaves no physical unit
+        intensity_unit = "a.u."
     codes = _ibsi_rows(ibsi)
     docs = _feature_docs()
+    feature_qc = feature_qc or {}
     rows = []
     for column in columns:
         if column in ID_COLUMNS:
@@ -114,11 +137,13 @@ def codebook_table(columns: list[str], params: dict, ibsi: pd.DataFrame | None =
         code = codes.get((feature_class, feature), {})
         rows.append({
             "column": column,
+            "display_name": feature_docs.display_name(column),
+            "unit": feature_docs.feature_unit(column, intensity_unit),
+            "description": feature_docs.description(column),
             "image_type": image_type,
             "feature_class": feature_class,
             "feature": feature,
             "family": family,
-            "description": docs.get((feature_class, feature), ""),
             "ibsi_code": code.get("ibsi_code", ""),
             "ibsi_name": code.get("ibsi_name", ""),
             "ibsi_note": code.get("ibsi_note", ""),
@@ -126,8 +151,10 @@ def codebook_table(columns: list[str], params: dict, ibsi: pd.DataFrame | None =
             "resampling": str(setting.get("resampledPixelSpacing") or "none"),
             "normalisation": "normalize" if setting.get("normalize") else "none",
             "preprocessing": preprocessing,
+            "feature_qc": feature_qc.get(column, ""),
+            "pyradiomics_doc": docs.get((feature_class, feature), ""),
         })
-    return pd.DataFrame(rows)
+    return pd.DataFrame(rows, columns=CODEBOOK_COLUMNS)
 
 
 def _ibsi_rows(ibsi: pd.DataFrame | None) -> dict[tuple[str, str], dict[str, str]]:
