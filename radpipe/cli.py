@@ -353,6 +353,38 @@ def evaluate(
 
 @app.command()
 @guarded
+def init(
+    study_dir: Annotated[Path, typer.Argument(help="Study folder to write datasets.yaml, recipe.yaml and README.md "
+                                              "into (created when missing).")],
+    cohort: Annotated[Path | None, typer.Option(
+        help="Your cohort folder (images/ + masks/, per-case folders, a DICOM tree or a pyradiomics batch CSV); "
+        "without it, templates with CHANGE_ME placeholders are written.")] = None,
+    positive_class: Annotated[str | None, typer.Option(help="Outcome value counted as positive.")] = None,
+    force: Annotated[bool, typer.Option("--force", help="Overwrite study files that already exist.")] = False,
+    jobs: Jobs = 1,
+    debug: Debug = False,
+) -> int:
+    """Start a study on your own cohort: a registry entry and a recipe with defaults read from the data.
+
+    The cohort's layout is detected and every case surveyed: the recipe gets the intensity unit, a fixed bin
+    width for the cohort's ROI intensity range, and resampling when voxel spacing varies or is anisotropic.
+    Existing files are never overwritten without --force.
+    """
+    from radpipe.study import init_study
+
+    result = init_study(study_dir, cohort, positive_class=positive_class, force=force, jobs=jobs)
+    for sentence in result.detected:
+        console.print(f"detected: {sentence}", highlight=False)
+    for sentence in result.warnings:
+        warn(sentence)
+    summary_table(f"study → {study_dir}", [(path.name, str(path)) for path in result.files])
+    console.print(f"next: cd {study_dir} && radpipe validate recipe.yaml && radpipe run recipe.yaml --out out",
+                  highlight=False)
+    return EXIT_OK
+
+
+@app.command()
+@guarded
 def demo(
     out: Annotated[Path, typer.Option("--out", "-o", help="Output folder.")] = Path("demo_out"),
     cases: Annotated[int, typer.Option(help="Synthetic cases to generate.")] = 40,

@@ -293,9 +293,10 @@ def resolve_dataset(name_or_path: str, *, datasets_file: str | Path | None = Non
         )
     spec = known[name_or_path]
     if not spec.root.exists():
+        uses_data = "${RADPIPE_DATA}" in registry.read_text(encoding="utf-8-sig")
         raise ConfigError(
-            f"dataset root {spec.root} does not exist (a root written as ${{RADPIPE_DATA}}/... needs "
-            "RADPIPE_DATA set to the data folder)",
+            f"dataset root {spec.root} does not exist"
+            + (" (roots written as ${RADPIPE_DATA}/... need RADPIPE_DATA set to the data folder)" if uses_data else ""),
             file=str(registry), key=f"datasets.{name_or_path}.root",
         )
     return name_or_path, spec
