@@ -8,7 +8,9 @@ the QC ledger, so one messy file never hides the other 499 cases.
 from __future__ import annotations
 
 import glob
+import os
 import re
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -31,10 +33,15 @@ def case_id_from_path(path: Path) -> str:
 
 @dataclass(frozen=True)
 class Case:
-    """One image with its mask(s) and outcome."""
+    """One image with its mask(s) and outcome.
+
+    ``image`` is a file, a folder holding one DICOM series, or (for a DICOM tree) the tuple of files of one
+    series, which may lie in several folders. ``mask`` is a file (label image, RTSTRUCT or DICOM-SEG) or a
+    folder.
+    """
 
     case_id: str
-    image: Path
+    image: Path | tuple[Path, ...]
     mask: Path
     label: str | None = None
     group: str | None = None
@@ -65,6 +72,7 @@ class Cohort:
     cases: list[Case]
     clinical: pd.DataFrame = field(default_factory=pd.DataFrame)
     problems: list[CaseProblem] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)  # what discovery saw that is not a problem (layout, skipped series)
 
     def __len__(self) -> int:
         return len(self.cases)
@@ -94,7 +102,8 @@ class Cohort:
 
     def subset(self, case_ids: list[str]) -> Cohort:
         wanted = set(case_ids)
-        return Cohort(self.name, self.spec, [c for c in self.cases if c.case_id in wanted], self.clinical, [])
+        return Cohort(self.name, self.spec, [c for c in self.cases if c.case_id in wanted], self.clinical, [],
+                      list(self.notes))
 
 
 def load_cohort(name_or_path: str | Path, *, datasets_file: str | Path | None = None,
@@ -114,11 +123,21 @@ def load_cohort(name_or_path: str | Path, *, datasets_file: str | Path | None = 
 
 
 def discover(name: str, spec: DatasetSpec) -> Cohort:
-    """Pair images with masks and join the labels table, collecting per-case problems."""
+    """Pair images with masks and join the labels table, collecting per-case problems.
+
+    ``layout: auto`` (a folder given on the command line) is first resolved by :func:`detect_layout`.
+    """
     if not spec.root.is_dir():
         raise ConfigError(f"cohort folder {spec.root} does not exist", key="root")
     problems: list[CaseProblem] = []
-    if spec.layout == "pyradiomics_csv":
+    notes: list[str] = []
+    if spec.layout == "auto":
+        guess = detect_layout(spec.root, base=spec)
+        spec = guess.spec
+        notes.append(f"layout detected: {guess.summary}")
+    if spec.layout == "dicom":
+        pairs = _pairs_from_dicom_tree(spec, problems, notes)
+    elif spec.layout == "pyradiomics_csv":
         pairs = _pairs_from_batch_csv(spec, problems)
     elif spec.layout == "per_case":
         pairs = _pairs_from_case_folders(spec, problems)
@@ -163,7 +182,156 @@ def discover(name: str, spec: DatasetSpec) -> Cohort:
         for case_id in clinical.index:
             if case_id not in known:
                 problems.append(CaseProblem(case_id, f"labels file names case '{case_id}' but no image or mask was found for it"))
-    return Cohort(name, spec, cases, clinical, problems)
+    return Cohort(name, spec, cases, clinical, problems, notes)
+
+
+# ------------------------------------------------------------------------------------------- layout detection
+
+#: How many files detect_layout opens at most to look for the DICOM preamble; a PACS export of thousands of
+#: slices is recognised from its first few files, and an unrelated folder is not read through.
+_DICOM_SAMPLE = 200
+_LAYOUT_HELP = (
+    "radpipe recognises: images/ + masks/ folders (files named by case id); one sub-folder per case holding "
+    "image* and mask* (files or DICOM folders); a DICOM tree in any nesting (image series with an RTSTRUCT or "
+    "DICOM-SEG); or a pyradiomics batch CSV with Image and Mask columns. Other arrangements can be described in "
+    "a datasets.yaml entry (images/masks globs, case_pattern)"
+)
+
+
+@dataclass(frozen=True)
+class LayoutGuess:
+    """What :func:`detect_layout` found: the layout name, a filled :class:`~radpipe.config.DatasetSpec` and a
+    one-line description for people (``radpipe init`` prints it and writes it into datasets.yaml)."""
+
+    layout: str
+    spec: DatasetSpec
+    summary: str
+
+
+def detect_layout(folder: str | Path, *, base: DatasetSpec | None = None) -> LayoutGuess:
+    """Inspect a cohort folder and say which layout it is in.
+
+    Rules, in order: ``images/`` and ``masks/`` sub-folders → ``folders``; sub-folders holding ``image*`` and
+    ``mask*`` entries (files or folders) → ``per_case``; a CSV with ``Image`` and ``Mask`` columns →
+    ``pyradiomics_csv``; DICOM files anywhere below (the ``DICM`` preamble of at most 200 files is checked, so
+    a large export is not read through) → ``dicom``.
+
+    Parameters
+    ----------
+    folder
+        The cohort folder.
+    base
+        A dataset spec whose other fields (labels, columns, positive class) the result keeps; by default
+        a spec with only ``root``.
+
+    Raises
+    ------
+    ConfigError
+        When the folder does not exist or nothing fits; the message lists what was found (files by suffix,
+        sub-folders) and the layouts radpipe accepts.
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> from tests.synth import make_cohort
+    >>> guess = detect_layout(make_cohort(Path(tempfile.mkdtemp()) / "study", n=3))
+    >>> guess.layout, guess.summary
+    ('folders', 'images/ + masks/ folders: 3 images, 3 masks, labels.csv')
+    """
+    root = Path(folder)
+    if not root.is_dir():
+        raise ConfigError(f"cohort folder {root} does not exist" if not root.exists()
+                          else f"{root} is a file, not a cohort folder", key="root")
+    base = base or DatasetSpec(root=root.resolve())
+    labels = base.labels if base.labels and (root / base.labels).is_file() else None
+    with_labels = f", {labels}" if labels else ""
+
+    def spec(layout: str, **fields) -> DatasetSpec:
+        return base.model_copy(update={"root": root.resolve(), "layout": layout, **fields})
+
+    children = sorted(p for p in root.iterdir() if not p.name.startswith("."))
+    folders = [p for p in children if p.is_dir()]
+    if (root / "images").is_dir() and (root / "masks").is_dir():
+        n_images = sum(1 for p in (root / "images").iterdir() if not p.name.startswith("."))
+        n_masks = sum(1 for p in (root / "masks").iterdir() if not p.name.startswith("."))
+        return LayoutGuess("folders", spec("folders"),
+                           f"images/ + masks/ folders: {n_images} images, {n_masks} masks{with_labels}")
+
+    case_folders = [p for p in folders if any(p.glob("image*")) and any(p.glob("mask*"))]
+    if case_folders:
+        kinds = Counter(f"{_entry_name(p, 'image')} + {_entry_name(p, 'mask')}" for p in case_folders)
+        kind = kinds.most_common(1)[0][0] + (" and other names" if len(kinds) > 1 else "")
+        others = len(folders) - len(case_folders)
+        rest = f"; {others} other sub-folder(s) without image*/mask*" if others else ""
+        return LayoutGuess("per_case", spec("per_case"),
+                           f"per-case folders: {len(case_folders)} cases ({kind}){rest}{with_labels}")
+
+    for csv_file in (p for p in children if p.is_file() and p.suffix.lower() == ".csv"):
+        header = pd.read_csv(csv_file, nrows=0, encoding="utf-8-sig").columns.str.lower()
+        if {"image", "mask"} <= set(header):
+            rows = sum(1 for _ in open(csv_file, encoding="utf-8-sig")) - 1
+            return LayoutGuess("pyradiomics_csv", spec("pyradiomics_csv", batch_csv=csv_file.name, labels=None),
+                               f"pyradiomics batch CSV {csv_file.name}: {rows} rows")
+
+    found = _first_dicom_file(root)
+    if found is not None:
+        n_files, n_folders = _count_files(root)
+        return LayoutGuess("dicom", spec("dicom"),
+                           f"DICOM tree: {n_files} files in {n_folders} folder(s), first DICOM file "
+                           f"{found.relative_to(root).as_posix()}{with_labels}")
+
+    raise ConfigError(f"cannot tell how the cohort in {root} is laid out: it holds {_describe_contents(root)}. "
+                      + _LAYOUT_HELP, key="layout")
+
+
+def _entry_name(folder: Path, prefix: str) -> str:
+    entry = sorted(folder.glob(f"{prefix}*"))[0]
+    return entry.name + ("/" if entry.is_dir() else "")
+
+
+def _first_dicom_file(root: Path) -> Path | None:
+    """The first file with a DICOM preamble below ``root``, opening at most ``_DICOM_SAMPLE`` files (a few per
+    folder, so one folder of notes does not use the whole sample)."""
+    from radpipe.extract.dicom_index import has_dicom_preamble
+
+    opened = 0
+    for folder, dirs, files in os.walk(root):
+        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+        for name in sorted(f for f in files if not f.startswith("."))[:5]:
+            path = Path(folder) / name
+            if has_dicom_preamble(path):
+                return path
+            opened += 1
+            if opened >= _DICOM_SAMPLE:
+                return None
+    return None
+
+
+def _count_files(root: Path) -> tuple[int, int]:
+    n_files = n_folders = 0
+    for _, dirs, files in os.walk(root):
+        dirs[:] = [d for d in dirs if not d.startswith(".")]
+        visible = [f for f in files if not f.startswith(".")]
+        n_files += len(visible)
+        n_folders += bool(visible)
+    return n_files, n_folders
+
+
+def _describe_contents(root: Path) -> str:
+    suffixes: Counter[str] = Counter()
+    n_folders = 0
+    for _folder, dirs, files in os.walk(root):
+        dirs[:] = [d for d in dirs if not d.startswith(".")]
+        n_folders += len(dirs)
+        for name in files:
+            if not name.startswith("."):
+                lower = name.lower()
+                suffix = next((s for s in _IMAGE_SUFFIXES if lower.endswith(s)), Path(lower).suffix or "(no suffix)")
+                suffixes[suffix] += 1
+    if not suffixes and not n_folders:
+        return "nothing (the folder is empty)"
+    files = ", ".join(f"{count} {suffix}" for suffix, count in suffixes.most_common(8)) or "no files"
+    return f"{files} file(s) and {n_folders} sub-folder(s), none in a known arrangement"
 
 
 #: Cell values that mean "not known" in spreadsheets; they are read as a missing label, never as a class.
@@ -241,6 +409,16 @@ def _index_files(root: Path, pattern: str, case_pattern: str | None, kind: str,
             continue
         found[case_id] = path
     return {case_id: path for case_id, path in found.items() if path is not None}
+
+
+def _pairs_from_dicom_tree(spec: DatasetSpec, problems: list[CaseProblem],
+                           notes: list[str]) -> dict[str, tuple[tuple[Path, ...], Path]]:
+    from radpipe.extract.dicom_index import index_dicom_tree
+
+    index = index_dicom_tree(spec.root)
+    problems += [CaseProblem(case_id, reason) for case_id, reason in index.problems]
+    notes.append(index.summary())
+    return {case.case_id: (case.image_files, case.segmentation) for case in index.cases}
 
 
 def _pairs_from_case_folders(spec: DatasetSpec, problems: list[CaseProblem]) -> dict[str, tuple[Path, Path]]:

@@ -140,6 +140,10 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
+#: Cohort layouts datasets.yaml accepts; 'auto' is resolved by radpipe.cohort.detect_layout.
+LAYOUTS = ("folders", "per_case", "dicom", "pyradiomics_csv", "auto")
+
+
 class DatasetSpec(_Strict):
     """One cohort: where its images, masks and labels are and which columns mean what."""
 
@@ -147,8 +151,9 @@ class DatasetSpec(_Strict):
     description: str = ""
     layout: str = Field(
         "folders",
-        description="'folders' (images/, masks/, labels.csv), 'per_case' (<case_id>/image.*, <case_id>/mask.*) "
-        "or 'pyradiomics_csv' (a batch CSV with Image,Mask[,Label] columns).",
+        description="'folders' (images/, masks/, labels.csv), 'per_case' (<case_id>/image.*, <case_id>/mask.*), "
+        "'dicom' (a DICOM tree in any nesting: image series paired with their RTSTRUCT or SEG), "
+        "'pyradiomics_csv' (a batch CSV with Image,Mask[,Label] columns) or 'auto' (radpipe looks and decides).",
     )
     images: str = Field("images/*", description="Glob for image files (relative to root); case id = file name without extensions.")
     masks: str = Field("masks/*", description="Glob for mask files; matched to images by case id.")
@@ -169,8 +174,8 @@ class DatasetSpec(_Strict):
 
     @model_validator(mode="after")
     def _layout_known(self) -> DatasetSpec:
-        if self.layout not in {"folders", "per_case", "pyradiomics_csv"}:
-            raise ValueError(f"layout must be 'folders', 'per_case' or 'pyradiomics_csv', not {self.layout!r}")
+        if self.layout not in LAYOUTS:
+            raise ValueError(f"layout must be one of {', '.join(repr(name) for name in LAYOUTS)}, not {self.layout!r}")
         if self.layout == "pyradiomics_csv" and not self.batch_csv:
             raise ValueError("layout 'pyradiomics_csv' needs batch_csv: the CSV with Image,Mask columns")
         return self
@@ -275,7 +280,7 @@ def resolve_dataset(name_or_path: str, *, datasets_file: str | Path | None = Non
         if relative_to is not None and not candidate.is_absolute() and not candidate.exists():
             candidate = relative_to / candidate
         if candidate.is_dir():
-            return candidate.name, DatasetSpec(root=candidate.resolve())
+            return candidate.name, DatasetSpec(root=candidate.resolve(), layout="auto")
         if candidate.suffix.lower() == ".csv" and candidate.is_file():
             return candidate.stem, DatasetSpec(root=candidate.parent.resolve(), layout="pyradiomics_csv",
                                                batch_csv=candidate.name, labels=None)

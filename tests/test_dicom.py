@@ -3,21 +3,13 @@ small synthetic series written with pydicom and on the IBSI CT phantom (60 slice
 
 from __future__ import annotations
 
-import warnings
-from pathlib import Path
-
 import numpy as np
 import pydicom
 import pytest
 import SimpleITK as sitk
-from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.dataset import Dataset
 from pydicom.sequence import Sequence
-from pydicom.uid import (
-    CTImageStorage,
-    ExplicitVRLittleEndian,
-    PositronEmissionTomographyImageStorage,
-    generate_uid,
-)
+from pydicom.uid import generate_uid
 
 from radpipe.errors import CaseError
 from radpipe.extract.dicom import (
@@ -27,14 +19,7 @@ from radpipe.extract.dicom import (
     read_dicom_series,
     suv_body_weight_factor,
 )
-
-# Identifiers planted in every synthetic header; none may come back out.
-IDENTIFIERS = {
-    "PatientName": "Doe^Jane",
-    "PatientID": "MRN-4711",
-    "PatientBirthDate": "19610203",
-    "AccessionNumber": "ACC-99812",
-}
+from tests.dicom_trees import square, write_rtstruct, write_seg, write_series
 
 
 def _leaks(texts) -> list[str]:
@@ -44,68 +29,6 @@ def _leaks(texts) -> list[str]:
 
 def _image_texts(image: sitk.Image) -> list[str]:
     return [f"{k}={image.GetMetaData(k)}" for k in image.GetMetaDataKeys()]
-
-
-def write_series(
-    folder: Path,
-    stored: np.ndarray,
-    *,
-    modality: str = "CT",
-    z_positions=None,
-    spacing=(0.8, 0.8),
-    origin_xy=(-10.0, -20.0),
-    slope=1.0,
-    intercept=-1024.0,
-    series_uid: str | None = None,
-    frame_uid: str | None = None,
-    prefix: str = "slice",
-    **tags,
-) -> str:
-    """Write ``stored`` (z, y, x uint16) as one DICOM file per slice; returns the SeriesInstanceUID.
-
-    ``slope`` may be a list (one per slice); extra ``tags`` go into every header.
-    """
-    folder.mkdir(parents=True, exist_ok=True)
-    series_uid = series_uid or generate_uid()
-    frame_uid = frame_uid or generate_uid()
-    study_uid = generate_uid()
-    z_positions = list(z_positions if z_positions is not None else np.arange(len(stored)) * 2.5)
-    slopes = list(slope) if np.ndim(slope) else [slope] * len(stored)
-    sop_class = CTImageStorage if modality == "CT" else PositronEmissionTomographyImageStorage
-    for number, (plane, z, s) in enumerate(zip(stored, z_positions, slopes, strict=True), start=1):
-        meta = FileMetaDataset()
-        meta.MediaStorageSOPClassUID = sop_class
-        meta.MediaStorageSOPInstanceUID = generate_uid()
-        meta.TransferSyntaxUID = ExplicitVRLittleEndian
-        ds = Dataset()
-        ds.file_meta = meta
-        ds.SOPClassUID = sop_class
-        ds.SOPInstanceUID = meta.MediaStorageSOPInstanceUID
-        ds.Modality = modality
-        ds.StudyInstanceUID = study_uid
-        ds.SeriesInstanceUID = series_uid
-        ds.FrameOfReferenceUID = frame_uid
-        ds.InstanceNumber = number
-        for key, value in IDENTIFIERS.items():
-            setattr(ds, key, value)
-        ds.ImageOrientationPatient = [1, 0, 0, 0, 1, 0]
-        ds.ImagePositionPatient = [origin_xy[0], origin_xy[1], float(z)]
-        ds.PixelSpacing = list(spacing)
-        ds.SliceThickness = 2.5
-        ds.Rows, ds.Columns = plane.shape
-        ds.SamplesPerPixel = 1
-        ds.PhotometricInterpretation = "MONOCHROME2"
-        ds.BitsAllocated = 16
-        ds.BitsStored = 16
-        ds.HighBit = 15
-        ds.PixelRepresentation = 0
-        ds.RescaleSlope = f"{s:.8g}"
-        ds.RescaleIntercept = f"{intercept:g}"
-        for key, value in tags.items():
-            setattr(ds, key, value)
-        ds.PixelData = np.ascontiguousarray(plane, dtype="<u2").tobytes()
-        ds.save_as(folder / f"{prefix}{number:03d}.dcm", enforce_file_format=True)
-    return series_uid
 
 
 def _stored(shape=(5, 6, 7), seed=0) -> np.ndarray:
@@ -275,42 +198,7 @@ def test_suv_missing_half_life_is_named():
 # --------------------------------------------------------------------------------- synthetic RTSTRUCT
 
 
-def write_rtstruct(path: Path, frame_uid: str, rois: dict[str, list[np.ndarray]]) -> None:
-    """An RTSTRUCT with one ROI per name, each a list of closed planar contours (N x 3 points, mm)."""
-    meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.481.3"
-    meta.MediaStorageSOPInstanceUID = generate_uid()
-    meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    ds = Dataset()
-    ds.file_meta = meta
-    ds.SOPClassUID = meta.MediaStorageSOPClassUID
-    ds.SOPInstanceUID = meta.MediaStorageSOPInstanceUID
-    ds.Modality = "RTSTRUCT"
-    for key, value in IDENTIFIERS.items():
-        setattr(ds, key, value)
-    ds.StructureSetROISequence = Sequence()
-    ds.ROIContourSequence = Sequence()
-    for number, (name, contours) in enumerate(rois.items(), start=1):
-        roi = Dataset()
-        roi.ROINumber = number
-        roi.ROIName = name
-        roi.ReferencedFrameOfReferenceUID = frame_uid
-        ds.StructureSetROISequence.append(roi)
-        item = Dataset()
-        item.ReferencedROINumber = number
-        item.ContourSequence = Sequence()
-        for points in contours:
-            contour = Dataset()
-            contour.ContourGeometricType = "CLOSED_PLANAR"
-            contour.NumberOfContourPoints = len(points)
-            contour.ContourData = [f"{v:.6g}" for v in np.asarray(points, float).ravel()]
-            item.ContourSequence.append(contour)
-        ds.ROIContourSequence.append(item)
-    ds.save_as(path, enforce_file_format=True)
-
-
-def _square(x0, y0, x1, y1, z):
-    return np.array([[x0, y0, z], [x1, y0, z], [x1, y1, z], [x0, y1, z]])
+_square = square
 
 
 def test_rtstruct_fills_pixel_centres_inside_and_treats_inner_contours_as_holes(tmp_path):
@@ -411,39 +299,7 @@ def test_ct_phantom_rtstruct_roi_matching_several_names_lists_them(phantom, tmp_
     assert "'GTV-1' (number 1), 'GTV-2' (number 2)" in str(info.value)
 
 
-def _write_seg(series_folder: Path, masks: dict[str, np.ndarray], path: Path) -> None:
-    import highdicom as hd
-    from pydicom.sr.codedict import codes
-
-    sources = [pydicom.dcmread(f) for f in sorted(series_folder.glob("*.dcm"))]
-    sources.sort(key=lambda ds: float(ds.ImagePositionPatient[2]))  # the mask arrays run along +z
-    descriptions = [
-        hd.seg.SegmentDescription(
-            segment_number=number,
-            segment_label=label,
-            segmented_property_category=codes.SCT.MorphologicallyAbnormalStructure,
-            segmented_property_type=codes.SCT.Neoplasm,
-            algorithm_type="MANUAL",
-        )
-        for number, label in enumerate(masks, start=1)
-    ]
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", UserWarning)  # highdicom's remark on the phantom's one-part name
-        seg = hd.seg.Segmentation(
-            source_images=sources,
-            pixel_array=np.stack(list(masks.values()), axis=-1).astype(np.uint8),
-            segmentation_type="BINARY",
-            segment_descriptions=descriptions,
-            series_instance_uid=hd.UID(),
-            series_number=100,
-            sop_instance_uid=hd.UID(),
-            instance_number=1,
-            manufacturer="radpipe tests",
-            manufacturer_model_name="round trip",
-            software_versions="0",
-            device_serial_number="0",
-        )
-    seg.save_as(path)
+_write_seg = write_seg
 
 
 @pytest.mark.realdata

@@ -8,6 +8,7 @@ SimpleITK attaches to an image is dropped.
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from datetime import datetime, timedelta
 from pathlib import Path
 
@@ -66,14 +67,15 @@ def _has_dicm_preamble(path: Path) -> bool:
 
 
 def read_dicom_series(
-    folder: str | Path, *, series_uid: str | None = None
+    folder: str | Path | Sequence[str | Path], *, series_uid: str | None = None
 ) -> tuple[sitk.Image, list[str]]:
     """Read one DICOM image series from ``folder`` as a 32-bit float SimpleITK image.
 
     Parameters
     ----------
     folder
-        A folder holding the slices of one or more series (not searched recursively).
+        A folder holding the slices of one or more series (not searched recursively), or the list of the
+        series' files, which may lie in several folders (as :mod:`radpipe.extract.dicom_index` finds them).
     series_uid
         The ``SeriesInstanceUID`` to read; required when the folder holds several image series.
 
@@ -91,6 +93,10 @@ def read_dicom_series(
         No image series, several series and no ``series_uid``, an unknown ``series_uid``, missing
         or duplicated slices, inconsistent slice spacing, orientation or matrix size.
     """
+    if not isinstance(folder, str | Path):
+        files = [Path(f) for f in folder]
+        where = f"the {len(files)} file(s) of the series" + (f" in {files[0].parent.name}/" if files else "")
+        return _read_series(where, _image_series_of(files), series_uid)
     folder = Path(folder)
     if not folder.is_dir():
         raise CaseError(f"DICOM folder not found: {folder}")
@@ -98,10 +104,11 @@ def read_dicom_series(
 
 
 def _read_series(
-    folder: Path, series: dict[str, tuple[list[Path], list[pydicom.Dataset]]], series_uid: str | None
+    folder: Path | str, series: dict[str, tuple[list[Path], list[pydicom.Dataset]]], series_uid: str | None
 ) -> tuple[sitk.Image, list[str]]:
     if not series:
-        raise CaseError(f"No DICOM image series in {folder} (the folder is not searched recursively).")
+        where = f"{folder} (the folder is not searched recursively)" if isinstance(folder, Path) else folder
+        raise CaseError(f"No DICOM image series in {where}.")
     if series_uid is None:
         if len(series) > 1:
             raise CaseError(
@@ -174,6 +181,27 @@ def _image_series_in(folder: Path) -> dict[str, tuple[list[Path], list[pydicom.D
             headers.append(header)
         if files:
             series[uid] = (files, headers)
+    return series
+
+
+def _image_series_of(files: list[Path]) -> dict[str, tuple[list[Path], list[pydicom.Dataset]]]:
+    """Image series among ``files`` (any folders): SeriesInstanceUID -> (files, headers without pixel data)."""
+    series: dict[str, tuple[list[Path], list[pydicom.Dataset]]] = {}
+    missing = [f for f in files if not f.is_file()]
+    if missing:
+        raise CaseError(f"{len(missing)} file(s) of the DICOM series are gone since the folder was indexed, "
+                        f"e.g. {missing[0].name}; run again on the current folder.")
+    for path in files:
+        try:
+            header = pydicom.dcmread(path, stop_before_pixels=True)
+        except Exception:  # noqa: BLE001 - an unreadable file is left out and the series checked without it
+            continue
+        if str(header.get("Modality", "")).upper() in _NON_IMAGE_MODALITIES:
+            continue
+        uid = str(header.get("SeriesInstanceUID", ""))
+        series.setdefault(uid, ([], []))
+        series[uid][0].append(path)
+        series[uid][1].append(header)
     return series
 
 
@@ -462,7 +490,7 @@ def _scan_reference_datetime(headers: list[pydicom.Dataset]) -> tuple[datetime |
 
 
 def rasterise_rtstruct(
-    rtstruct_path: str | Path, reference: sitk.Image | str | Path, roi: str
+    rtstruct_path: str | Path, reference: sitk.Image | str | Path, roi: str | None = None
 ) -> tuple[sitk.Image, list[str]]:
     """Rasterise one RTSTRUCT ROI onto the grid of ``reference`` as a UInt8 mask (0/1).
 
@@ -474,7 +502,8 @@ def rasterise_rtstruct(
         The image grid: a SimpleITK image, a DICOM series folder (the series the RTSTRUCT refers
         to is chosen when the folder holds several) or an image file.
     roi
-        An ROI name or a regular expression matched in full, ignoring case. An exact name wins.
+        An ROI name or a regular expression matched in full, ignoring case. An exact name wins. May be
+        omitted when the structure set holds exactly one ROI with contours.
 
     Notes
     -----
@@ -488,10 +517,25 @@ def rasterise_rtstruct(
     names = {int(item.ROINumber): str(item.get("ROIName", "")) for item in dataset.get("StructureSetROISequence", [])}
     if not names:
         raise CaseError(f"The RTSTRUCT {Path(rtstruct_path).name} defines no ROI.")
-    number = _choose_by_name(names, roi, what="ROI", where="the RTSTRUCT")
+    chosen_note = []
+    if roi is None:
+        drawn = {int(item.ReferencedROINumber) for item in dataset.get("ROIContourSequence", [])
+                 if item.get("ContourSequence")}
+        candidates = {number: name for number, name in names.items() if number in drawn}
+        if len(candidates) != 1:
+            listed = _list_choices(candidates or names)
+            raise CaseError(
+                f"The RTSTRUCT holds {len(candidates or names)} structures with contours ({listed}); choose one "
+                "with extract.roi_name in the recipe (a name or a regular expression, e.g. roi_name: 'GTV.*')."
+            )
+        number = next(iter(candidates))
+        chosen_note = [f"RTSTRUCT ROI '{names[number]}' used: the only structure with contours (no extract.roi_name given)."]
+    else:
+        number = _choose_by_name(names, roi, what="ROI", where="the RTSTRUCT")
     name = names[number]
 
     image, notes = _reference_grid(reference, _referenced_series_uid(dataset))
+    notes = chosen_note + notes
     frames = {
         str(item.get("ReferencedFrameOfReferenceUID", ""))
         for item in dataset.get("StructureSetROISequence", [])
@@ -633,7 +677,8 @@ def read_dicom_seg(
     if segment is None:
         if len(labels) > 1:
             raise CaseError(
-                f"The DICOM-SEG holds {len(labels)} segments; choose one: " + _list_choices(labels)
+                f"The DICOM-SEG holds {len(labels)} segments ({_list_choices(labels)}); choose one with "
+                "extract.roi_name in the recipe (a segment label or a regular expression)."
             )
         number = next(iter(labels))
     elif isinstance(segment, int | np.integer):

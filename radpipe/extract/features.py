@@ -69,7 +69,7 @@ class CaseInput:
     """Everything a worker needs for one case: paths and plain values only (picklable, cluster-friendly)."""
 
     case_id: str
-    image: str
+    image: str | tuple[str, ...]  # a file or folder, or the files of one DICOM series (radpipe.extract.dicom_index)
     mask: str
     extra_masks: tuple[str, ...] = ()
     spacing_2d: tuple[float, float] | None = None
@@ -121,6 +121,7 @@ def _extract_case(case: CaseInput, settings: ExtractSettings, *, share_filters: 
     benchmarks and tests)."""
     result = CaseResult(case.case_id)
     image, image_notes = io.read_image(case.image, spacing_2d=case.spacing_2d)
+    modality = io.image_modality(image)  # before preprocessing, which may not keep the DICOM metadata
     mask, mask_notes = read_case_mask(Path(case.mask), image, settings.roi_name, case.spacing_2d)
     label = settings.label if settings.label is not None else case.label
     split = settings.roi_mode != "single"
@@ -172,7 +173,7 @@ def _extract_case(case: CaseInput, settings: ExtractSettings, *, share_filters: 
         row.update({name: _to_float(value) for name, value in values.items() if not name.startswith("diagnostics_")})
         result.features.append(row)
         result.diagnostics.append(_diagnostics(case, roi_name, image, roi_image, roi_mask_cropped, notes,
-                                               prep_records))
+                                               prep_records, modality=modality))
         if not fixes:
             result.qc.append(QCRow(case.case_id, roi_name, "ok", "", ""))
     if fixes:
@@ -346,15 +347,20 @@ def _refused(roi_name: str) -> Iterator[None]:
 
 def read_case_mask(path: Path, image: sitk.Image, roi_name: str | None,
                    spacing_2d: tuple[float, float] | None = None) -> tuple[sitk.Image, list[str]]:
-    """A mask file, or a DICOM RTSTRUCT / SEG rasterised onto the case's image grid."""
+    """A mask file, or a DICOM RTSTRUCT / SEG (or a folder holding one) rasterised onto the case's image grid.
+
+    Without ``roi_name`` an RTSTRUCT with one drawn structure (a SEG with one segment) needs no choice; with
+    several, the case fails listing them."""
+    if path.is_dir():
+        from radpipe.extract.dicom_index import segmentation_file_in
+
+        path = segmentation_file_in(path) or path
     modality = _dicom_modality(path) if path.is_file() else None
     if modality in {"RTSTRUCT", "SEG"}:
         from radpipe.extract import dicom
 
         if modality == "RTSTRUCT":
-            if not roi_name:
-                raise CaseError(f"{path.name} is an RTSTRUCT: name the structure with extract.roi_name in the recipe")
-            return dicom.rasterise_rtstruct(path, image, roi=roi_name)
+            return dicom.rasterise_rtstruct(path, image, roi=roi_name or None)
         return dicom.read_dicom_seg(path, image, segment=roi_name)
     return io.read_mask(path, spacing_2d=spacing_2d)
 
@@ -382,7 +388,7 @@ def _to_float(value: Any) -> float:
 
 
 def _diagnostics(case: CaseInput, roi: str, image: sitk.Image, roi_image: sitk.Image, roi_mask: sitk.Image,
-                 notes: list[str], prep_records: list[dict]) -> dict[str, Any]:
+                 notes: list[str], prep_records: list[dict], *, modality: str = "") -> dict[str, Any]:
     """Provenance computed once by radpipe (pyradiomics' additionalInfo would hash the image again).
 
     ROI statistics come from the cropped pair, which holds every ROI voxel; sizes from the whole image.
@@ -394,7 +400,8 @@ def _diagnostics(case: CaseInput, roi: str, image: sitk.Image, roi_image: sitk.I
     return {
         "case_id": case.case_id,
         "roi": roi,
-        "image_file": Path(case.image).name,
+        "modality": modality,  # CT, MR, PT... for DICOM input; empty for files that do not record it
+        "image_file": io.input_name(case.image),
         "mask_file": Path(case.mask).name,
         "image_sha256": case.image_sha256,
         "mask_sha256": case.mask_sha256,

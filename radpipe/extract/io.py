@@ -27,7 +27,7 @@ import SimpleITK as sitk
 
 from radpipe.errors import CaseError
 
-__all__ = ["read_image", "read_mask", "RASTER_SUFFIXES", "RASTER_WITHOUT_SPACING"]
+__all__ = ["read_image", "read_mask", "input_name", "image_modality", "RASTER_SUFFIXES", "RASTER_WITHOUT_SPACING"]
 
 #: File types that carry no voxel spacing SimpleITK can trust (it reports 1.0 x 1.0).
 RASTER_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
@@ -38,15 +38,16 @@ RASTER_WITHOUT_SPACING = "radpipe_raster_without_spacing"
 
 
 def read_image(
-    path: str | Path, *, spacing_2d: tuple[float, float] | None = None
+    path: str | Path | tuple[str | Path, ...], *, spacing_2d: tuple[float, float] | None = None
 ) -> tuple[sitk.Image, list[str]]:
     """Read a medical or 2D raster image as a scalar SimpleITK image.
 
     Parameters
     ----------
     path
-        A NIfTI (``.nii``, ``.nii.gz``), NRRD, MHA/MHD, PNG, JPG, BMP or TIFF file, or a folder holding a
-        DICOM series (read by :func:`radpipe.extract.dicom.read_dicom_series`).
+        A NIfTI (``.nii``, ``.nii.gz``), NRRD, MHA/MHD, PNG, JPG, BMP or TIFF file, a folder holding a
+        DICOM series, or a tuple of the files of one DICOM series, which may lie in several folders (both
+        read by :func:`radpipe.extract.dicom.read_dicom_series`).
     spacing_2d
         In-plane pixel spacing in mm, ``(x, y)``, for raster files (PNG/JPG/BMP/TIFF). Raster files carry no
         reliable spacing (SimpleITK reports 1.0 x 1.0; TIFF resolution tags are usually a screen DPI), so the
@@ -64,11 +65,12 @@ def read_image(
         Missing, zero-byte, truncated or non-image files; true 4D images; NaN or infinite voxels; images with
         several components that are not RGB/RGBA colour.
     """
-    path = Path(path)
-    if path.is_dir():
-        image, notes = _read_dicom(path)
+    if isinstance(path, tuple | list):
+        image, notes = _read_dicom(tuple(Path(p) for p in path))
+        path = Path(input_name(path))
     else:
-        image, notes = _read_file(path)
+        path = Path(path)
+        image, notes = _read_dicom(path) if path.is_dir() else _read_file(path)
     image, more = _to_scalar_image(image, path)
     notes += more
     _reject_non_finite(image, path, what="image")
@@ -122,15 +124,31 @@ def read_mask(
     return mask, notes
 
 
+def input_name(path: str | Path | tuple[str | Path, ...]) -> str:
+    """A short name of a case's input for tables and messages: the file or folder name, or for the files of
+    a DICOM series ``<folder>/ (<n> DICOM files)`` (``<first folder>/ +<k> folders`` when it is split)."""
+    if isinstance(path, tuple | list):
+        parents = sorted({Path(p).parent for p in path})
+        where = f"{parents[0].name}/" + (f" +{len(parents) - 1} folder(s)" if len(parents) > 1 else "") if parents else ""
+        return f"{where} ({len(path)} DICOM files)".strip()
+    return Path(path).name
+
+
+def image_modality(image: sitk.Image) -> str:
+    """The DICOM modality (CT, MR, PT, ...) an image read from DICOM carries; empty for other files."""
+    key = "0008|0060"  # the key radpipe.extract.dicom keeps on the images it reads
+    return image.GetMetaData(key) if image.HasMetaDataKey(key) else ""
+
+
 # --- reading -----------------------------------------------------------------------------------------------
 
 
-def _read_dicom(folder: Path) -> tuple[sitk.Image, list[str]]:
+def _read_dicom(folder: Path | tuple[Path, ...]) -> tuple[sitk.Image, list[str]]:
     try:
         from radpipe.extract.dicom import read_dicom_series
     except ImportError as exc:
         raise CaseError(
-            f"{folder.name} is a folder (a DICOM series), but DICOM support is not available in this "
+            f"{input_name(folder)} is a DICOM series, but DICOM support is not available in this "
             f"installation ({exc}); convert the series to NIfTI or install radpipe with DICOM support"
         ) from exc
     result = read_dicom_series(folder)

@@ -97,12 +97,29 @@ def case_inputs(cohort: Cohort, settings: ExtractSettings, memo: DigestMemo | No
     for case in cohort.cases:
         extra = tuple(_extra_masks(cohort, case.case_id, settings))
         items.append(CaseInput(
-            case_id=case.case_id, image=str(case.image), mask=str(case.mask),
+            case_id=case.case_id, image=_input_path(case.image), mask=str(case.mask),
             extra_masks=tuple(str(p) for p in extra), extra_sha256=tuple(memo.digest(p) for p in extra),
             spacing_2d=cohort.spec.spacing_2d, label=cohort.spec.mask_label,
-            image_sha256=memo.digest(case.image), mask_sha256=memo.digest(case.mask),
+            image_sha256=_input_digest(case.image, memo), mask_sha256=memo.digest(case.mask),
         ))
     return items
+
+
+def _input_path(image) -> str | tuple[str, ...]:
+    """A case's image as a worker gets it: a path, or the files of a DICOM series (which may span folders)."""
+    return tuple(str(p) for p in image) if isinstance(image, tuple | list) else str(image)
+
+
+def _input_digest(image, memo: DigestMemo) -> str:
+    """sha256 of a file or folder, or for the files of a DICOM series the hash of their names and hashes in
+    path order (as ``file_digest`` hashes a folder), so a changed, added or removed slice changes the key."""
+    if not isinstance(image, tuple | list):
+        return memo.digest(image)
+    digest = hashlib.sha256()
+    for path in sorted(Path(p) for p in image):
+        digest.update(path.name.encode())
+        digest.update(memo.digest(path).encode())
+    return digest.hexdigest()
 
 
 def _extra_masks(cohort: Cohort, case_id: str, settings: ExtractSettings) -> list[Path]:
@@ -225,7 +242,8 @@ def _map(items: list[CaseInput], settings: ExtractSettings, *, jobs: int,
 
 def _input_bytes(item: CaseInput) -> int:
     total = 0
-    for path in (item.image, item.mask, *item.extra_masks):
+    images = item.image if isinstance(item.image, tuple) else (item.image,)
+    for path in (*images, item.mask, *item.extra_masks):
         try:
             total += Path(path).stat().st_size
         except OSError:  # a folder (DICOM series) or a file gone: counted as small, the case still runs
