@@ -21,7 +21,11 @@ console = Console(stderr=True)
 
 @contextmanager
 def progress_bar(description: str, total: int) -> Iterator:
-    """Yield ``advance(n=1, note="")``; shows cases done, cases/s and ETA."""
+    """Yield ``advance(n=1, note="", rate=None)``; shows steps done, elapsed time, ETA and the caller's rate.
+
+    The caller states the rate (``rate="4.51 cases/s"``) so the bar shows the same number as the summary
+    that follows it; rich's own estimate is a moving average over every step, cached ones included.
+    """
     columns = [
         TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
         TextColumn("[cyan]{task.fields[rate]}"),
@@ -30,10 +34,9 @@ def progress_bar(description: str, total: int) -> Iterator:
     with Progress(*columns, console=console, transient=False, disable=total == 0) as progress:
         task = progress.add_task(description, total=total, note="", rate="")
 
-        def advance(n: int = 1, note: str = "") -> None:
+        def advance(n: int = 1, note: str = "", rate: str | None = None) -> None:
             progress.advance(task, n)
-            speed = progress.tasks[0].speed
-            progress.update(task, note=note, rate=f"{speed:.2f} cases/s" if speed else "")
+            progress.update(task, note=note, **({"rate": rate} if rate is not None else {}))
 
         yield advance
 

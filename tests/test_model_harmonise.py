@@ -473,7 +473,7 @@ def test_predict_and_evaluate_take_the_text_batch_column(saved_harmonised):
 
 def test_predict_names_a_missing_empty_or_unseen_batch(saved_harmonised):
     from radpipe.model import load_model, predict
-    from radpipe.model.prediction import with_batches
+    from radpipe.model.inputs import features_for_model
 
     out, table, _ = saved_harmonised
     loaded = load_model(out)
@@ -486,10 +486,10 @@ def test_predict_names_a_missing_empty_or_unseen_batch(saved_harmonised):
     with pytest.raises(ConfigError, match=r"\['Canon'\].*not in the model's training data"):
         predict(loaded, table.assign(scanner="Canon"))
     # from a labels table: the batch column joined by case id
-    from_labels = with_batches(loaded, table.drop(columns="scanner"), table[["scanner"]].iloc[::-1])
+    from_labels = features_for_model(loaded, table.drop(columns="scanner"), table[["scanner"]].iloc[::-1])
     pd.testing.assert_frame_equal(predict(loaded, from_labels), predict(loaded, table))
     with pytest.raises(ConfigError, match="neither the feature table nor the labels table"):
-        with_batches(loaded, table.drop(columns="scanner"), pd.DataFrame(index=table.index, data={"x": 1}))
+        features_for_model(loaded, table.drop(columns="scanner"), pd.DataFrame(index=table.index, data={"x": 1}))
 
 
 def test_lime_holds_the_batch_at_the_case_own_value_and_never_reports_it(saved_harmonised):

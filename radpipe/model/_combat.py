@@ -19,6 +19,8 @@ from sklearn.base import BaseEstimator, TransformerMixin, _fit_context
 from sklearn.utils._param_validation import Interval
 from sklearn.utils.validation import _check_feature_names_in, check_is_fitted, validate_data
 
+from radpipe.model.inputs import batch_label
+
 
 class ComBatHarmoniser(TransformerMixin, BaseEstimator):
     """Remove additive and multiplicative batch (scanner, centre) effects from features with ComBat.
@@ -99,7 +101,7 @@ class ComBatHarmoniser(TransformerMixin, BaseEstimator):
         """(batch labels as str, features as float) from X; the batch column may hold strings."""
         X = validate_data(self, X, dtype=None, ensure_all_finite=False, reset=reset, ensure_min_features=2 if reset else 1)
         j = self._batch_index()
-        batch = pd.Series(X[:, j]).map(_label)
+        batch = pd.Series(X[:, j]).map(batch_label)
         if batch.isna().any():
             raise ValueError(f"{int(batch.isna().sum())} case(s) have no value (empty, NaN or inf) in the batch "
                              f"column {self.batch_column!r} (rows {np.flatnonzero(batch.isna())[:5].tolist()}): "
@@ -184,15 +186,3 @@ class ComBatHarmoniser(TransformerMixin, BaseEstimator):
         tags.input_tags.allow_nan = False
         tags.input_tags.string = True
         return tags
-
-
-def _label(value) -> str | None:
-    """A batch label as text, None when missing; 2.0 and 2 name the same scanner (a numeric column with gaps)."""
-    if value is None or value is pd.NA:
-        return None
-    if isinstance(value, float | np.floating):
-        if not np.isfinite(value):
-            return None
-        if float(value).is_integer():
-            return str(int(value))
-    return str(value).strip() or None

@@ -30,11 +30,15 @@ class ModelSettings(BaseModel):
         description="Families whose tuned pipelines the 'voting' and 'stacking' ensembles combine.",
     )
     positive_class: str | None = Field(
-        None, description="Label of the positive class; None picks the minority class (the later label on a tie)."
+        None, description="Label of the positive class of a binary outcome. Needed unless the dataset sets "
+        "positive_class or the labels are 0/1 or False/True (1/True is positive); never guessed."
     )
     outer_folds: int = Field(5, ge=2, description="Folds of the outer (performance-estimating) cross-validation.")
     outer_repeats: int = Field(1, ge=1, description="Repeats of the outer cross-validation, each with a new shuffle.")
     inner_folds: int = Field(3, ge=2, description="Folds of the inner cross-validation used for hyper-parameter search.")
+    calibration_folds: int = Field(
+        3, ge=2, description="Folds of the cross-validation with which SVMs calibrate their probabilities (Platt scaling)."
+    )
     search: Literal["grid", "random"] = Field("grid", description="Hyper-parameter search: full grid or random sampling.")
     n_iter: int = Field(10, ge=1, description="Candidates drawn per model when search is 'random'.")
     seed: int = Field(42, description="Seed for splits, searches and estimators; the same seed gives the same numbers.")
@@ -121,6 +125,9 @@ class ModelSettings(BaseModel):
     def cv_summary(self, scoring: str = "roc_auc") -> dict:
         """The settings that describe the validation scheme, for the model card and manifest.
 
+        Fold counts are those of these settings: train records the counts it used (fitted to the smallest
+        class, see ``radpipe.model.inputs.plan_folds``).
+
         ``scoring`` is the inner search's score, which depends on the outcome (the training code passes
         ``roc_auc_ovr`` for a multi-class one); with harmonisation the folds are stratified on outcome x batch.
         """
@@ -133,6 +140,8 @@ class ModelSettings(BaseModel):
             "outer_folds": self.outer_folds,
             "outer_repeats": self.outer_repeats,
             "inner_folds": self.inner_folds,
+            "calibration_folds": self.calibration_folds if any(
+                name in ("svm", "svm_linear") for name in self.base_models()) else None,
             "search": self.search,
             "n_iter": self.n_iter if self.search == "random" else None,
             "seed": self.seed,

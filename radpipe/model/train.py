@@ -20,8 +20,8 @@ import numpy as np
 import pandas as pd
 
 from radpipe._io import atomic_write_text
-from radpipe.errors import ConfigError
-from radpipe.model._combat import _label as _batch_label
+from radpipe.model.folder import ModelFolder
+from radpipe.model.inputs import ModelInputs, batch_label, encode_labels, external_inputs, training_inputs
 from radpipe.model.metrics import (
     METRIC_COLUMNS,
     delong_test,
@@ -88,89 +88,6 @@ class TrainResult:
         cv = self.metrics[self.metrics["cohort"] == "cv"].set_index("model")
         aucs = ", ".join(f"{m}={cv.loc[m, 'auc']:.3f}" for m in cv.index)
         return f"TrainResult(best={self.best_model!r}, cv AUC: {aucs}, out_dir={str(self.out_dir)!r})"
-
-
-def _positive_class(y: pd.Series, settings: ModelSettings) -> tuple[str, str]:
-    counts = y.value_counts()
-    labels = sorted(counts.index)  # two of them: outcome_classes calls this only for a binary outcome
-    if settings.positive_class is not None:
-        if settings.positive_class not in labels:
-            raise ConfigError(f"positive_class {settings.positive_class!r} is not a label; labels are {labels}",
-                              key="model.positive_class")
-        positive = settings.positive_class
-    else:  # the minority class; on a tie, the later label in sorted order
-        positive = min(labels, key=lambda label: (counts[label], labels.index(label) * -1))
-    negative = next(label for label in labels if label != positive)
-    return negative, positive
-
-
-def outcome_classes(y: pd.Series, settings: ModelSettings) -> list[str]:
-    """The classes in the order of their index: ``[negative, positive]`` when binary, sorted otherwise."""
-    labels = sorted(y.unique())
-    if len(labels) < 2:
-        raise ConfigError(f"the outcome has a single class {labels}: training needs at least two", key="label")
-    if len(labels) == 2:
-        return list(_positive_class(y, settings))
-    if settings.positive_class is not None:
-        raise ConfigError(
-            f"positive_class {settings.positive_class!r} applies only to a binary outcome, but the outcome has "
-            f"{len(labels)} classes {labels[:10]}: leave positive_class unset (every class is scored one-vs-rest) "
-            "or merge classes into two", key="model.positive_class",
-        )
-    return labels
-
-
-def encode_labels(y: pd.Series, classes: list[str]) -> np.ndarray:
-    """Class index of each label (its position in ``classes``): 0/1 (1 = positive) when binary."""
-    return pd.Categorical(y, categories=classes).codes.astype(int)
-
-
-def check_training_data(X: pd.DataFrame, y: pd.Series, groups: pd.Series | None = None, *,
-                        batch_column: str | None = None):
-    """Align y (and groups) to X's case ids and check types; returns (X, y as str, groups array or None).
-
-    ``batch_column`` (the settings' ComBat batch column) must be a column of X with a value for every
-    case; it is kept as it is (labels may be text), every other column must be numeric and becomes float.
-    """
-    if not isinstance(X, pd.DataFrame):
-        raise ConfigError("X must be a pandas DataFrame indexed by case_id")
-    if X.index.has_duplicates:
-        raise ConfigError(f"duplicate case ids in X: {X.index[X.index.duplicated()].unique()[:5].tolist()}")
-    batch = None
-    if batch_column is not None:
-        if batch_column not in X.columns:
-            raise ConfigError(f"X has no batch column '{batch_column}' for harmonisation (add the cohort's "
-                              f"'{batch_column}' column to the feature table)", key="model.batch_column")
-        batch = X[batch_column]
-        X = X.drop(columns=[batch_column])
-        absent = batch.index[batch.isna() | (batch.astype(str).str.strip() == "")]
-        if len(absent):
-            raise ConfigError(f"{len(absent)} case(s) have no '{batch_column}' (batch) value, e.g. "
-                              f"{absent[:5].tolist()}: ComBat needs every case's batch", key="model.batch_column")
-    non_numeric = [c for c in X.columns if not pd.api.types.is_numeric_dtype(X[c])]
-    if non_numeric:
-        raise ConfigError(f"feature columns must be numeric; not numeric: {non_numeric[:10]}")
-    missing = X.index.difference(y.index)
-    if len(missing):
-        raise ConfigError(f"{len(missing)} case(s) of X have no label, e.g. {missing[:5].tolist()}")
-    awkward = [c for c in X.columns if any(ch in str(c) for ch in "[]<")]
-    if awkward:
-        raise ConfigError(f"feature names may not contain '[', ']' or '<' (XGBoost refuses them): {awkward[:5]}")
-    y = y.loc[X.index]
-    if y.isna().any():
-        raise ConfigError(f"{int(y.isna().sum())} case(s) have an empty label, e.g. {y.index[y.isna()][:5].tolist()}")
-    y = y.astype(str)
-    X = X.replace([np.inf, -np.inf], np.nan).astype(float)
-    if batch is not None:
-        X[batch_column] = batch
-    X.index.name = "case_id"
-    g = None
-    if groups is not None:
-        absent = X.index.difference(groups.index)
-        if len(absent):
-            raise ConfigError(f"{len(absent)} case(s) have no group, e.g. {absent[:5].tolist()}", key="group_column")
-        g = groups.loc[X.index].astype(str).to_numpy()
-    return X, y, g
 
 
 def _auc(y, prob) -> float:
@@ -274,45 +191,7 @@ def _delong_p(y_idx, prob_best, prob_other) -> float:
         return float("nan")
 
 
-def _external_features(name, Xe, X, batch_column: str | None) -> pd.DataFrame:
-    """The external cohort's table in the training columns' order: features as float, the batch column (when
-    harmonising) as given, every batch one the training cohort has (ComBat has no estimates for others)."""
-    if batch_column is not None:
-        if batch_column not in Xe.columns:
-            raise ConfigError(f"external cohort {name!r} has no batch column '{batch_column}': the models harmonise "
-                              "with ComBat and need each case's batch (scanner, centre)", key="model.batch_column")
-        batch = Xe[batch_column].map(_batch_label)
-        absent = batch.index[batch.isna()]
-        if len(absent):
-            raise ConfigError(f"external cohort {name!r}: {len(absent)} case(s) have no '{batch_column}' (batch) "
-                              f"value, e.g. {absent[:5].tolist()}", key="model.batch_column")
-        unseen = sorted(set(batch) - set(X[batch_column].map(_batch_label)))
-        if unseen:
-            raise ConfigError(
-                f"external cohort {name!r} has batch value(s) {unseen} in column '{batch_column}' that the training "
-                f"cohort lacks (its batches: {sorted(set(X[batch_column].map(_batch_label)))}): ComBat cannot "
-                "harmonise a scanner/centre it was not fitted on", key="model.batch_column")
-    missing = [c for c in X.columns if c not in Xe.columns]
-    if missing:
-        raise ConfigError(f"external cohort {name!r} lacks {len(missing)} feature column(s) the models were "
-                          f"trained on, e.g. {missing[:10]}")
-    features = [c for c in X.columns if c != batch_column]
-    out = Xe[features].replace([np.inf, -np.inf], np.nan).astype(float)
-    if batch_column is not None:
-        out[batch_column] = Xe[batch_column]
-    return out[list(X.columns)]
-
-
-def _external(name, Xe, ye, X, final, thresholds, best, classes, settings):
-    Xe = _external_features(name, Xe, X, settings.batch_column if settings.harmonise else None)
-    unlabelled = Xe.index.difference(ye.index)
-    if len(unlabelled):
-        raise ConfigError(f"external cohort {name!r}: {len(unlabelled)} case(s) have no label, "
-                          f"e.g. {unlabelled[:5].tolist()}")
-    ye = ye.loc[Xe.index].astype(str)
-    unknown = sorted(set(ye) - set(classes))
-    if unknown:
-        raise ConfigError(f"external cohort {name!r} has labels {unknown} not seen in training ({', '.join(classes)})")
+def _external(name, Xe, ye, final, thresholds, best, classes, settings):
     ye_idx = encode_labels(ye, classes)
     probs = {m: class_probabilities(final[m][0].predict_proba(Xe)) for m in settings.models}
     rows, frames = [], []
@@ -338,7 +217,7 @@ def _batch_card(X: pd.DataFrame, settings: ModelSettings) -> dict:
     batch cannot be harmonised); nothing otherwise, so other cards are unchanged."""
     if not settings.harmonise:
         return {}
-    counts = X[settings.batch_column].map(_batch_label).value_counts().sort_index()
+    counts = X[settings.batch_column].map(batch_label).value_counts().sort_index()
     return {"training_batches": {str(k): int(v) for k, v in counts.items()}}
 
 
@@ -389,30 +268,13 @@ def _card(name, pipeline, params, metrics_row, X, y, classes, threshold, setting
     }
 
 
-#: imbalanced-learn's SMOTE default: each synthetic case interpolates towards one of 5 neighbours
-SMOTE_NEIGHBOURS = 5
-
-
-def _check_smote_neighbours(n_min: int, settings: ModelSettings) -> None:
-    """SMOTE runs on inner training folds; refuse up front when the smallest class cannot have 6 cases there
-    (imbalanced-learn would fail mid-run with "Expected n_neighbors <= n_samples_fit")."""
-    inner_train = n_min * (settings.outer_folds - 1) // settings.outer_folds
-    inner_train = inner_train * (settings.inner_folds - 1) // settings.inner_folds
-    if inner_train <= SMOTE_NEIGHBOURS:
-        raise ConfigError(
-            f"rebalance: smote needs at least {SMOTE_NEIGHBOURS + 1} cases of every class in each inner training "
-            f"fold, but the smallest class has {n_min} case(s), about {inner_train} per inner training fold with "
-            f"{settings.outer_folds} outer x {settings.inner_folds} inner folds; use rebalance: random_over, "
-            "or class_weight: balanced without rebalance", key="model.rebalance")
-
-
 def _jsonable(obj):
     return json.loads(json.dumps(obj, default=lambda v: v.item() if isinstance(v, np.generic) else str(v)))
 
 
 def _save(pipeline, card, model_dir: Path) -> None:
     save_model(pipeline, card, model_dir)
-    write_model_card_md(json.loads((model_dir / "model_card.json").read_text()), model_dir)
+    write_model_card_md(ModelFolder(model_dir).card(), model_dir)
 
 
 def train_models(
@@ -426,37 +288,65 @@ def train_models(
 ) -> TrainResult:
     """Nested-CV comparison of ``settings.models`` on (X, y), final refits, external evaluation, files.
 
+    The inputs are checked by :func:`radpipe.model.inputs.training_inputs` first (a positive class that
+    is set or plain 0/1, fold counts that fit the smallest class, ...); :func:`fit_models` does the rest.
+
     Writes into ``out_dir``: ``metrics.csv`` (one row per model and cohort), ``predictions.csv``
     (out-of-fold and external), ``splits.json``, ``train_features.csv``, ``train_labels.csv``,
     the best model (``model.joblib`` + ``.sha256`` + ``model_card.json``/``.md``), every model under
     ``models/<name>/`` and the best model's outer-fold pipelines under ``folds/<repeat>_<fold>/``.
+
+    Examples
+    --------
+    >>> import numpy as np, pandas as pd, tempfile
+    >>> rng = np.random.default_rng(0)
+    >>> y = pd.Series(["benign", "malignant"] * 10, index=[f"c{i:02d}" for i in range(20)])
+    >>> X = pd.DataFrame({"f1": rng.normal(size=20) + (y == "malignant"), "f2": rng.normal(size=20)}, index=y.index)
+    >>> settings = ModelSettings(models=["logreg"], positive_class="malignant", bootstrap=0)
+    >>> result = train_models(X, y, settings, tempfile.mkdtemp())
+    >>> result.best_model
+    'logreg'
+    """
+    return fit_models(training_inputs(X, y, settings, groups=groups), out_dir, external=external,
+                      progress=progress)
+
+
+def fit_models(
+    inputs: ModelInputs,
+    out_dir: Path,
+    *,
+    external: dict[str, tuple[pd.DataFrame, pd.Series | pd.DataFrame]] | None = None,
+    progress: Callable[[str], None] | None = None,
+    advance: Callable[[str], None] | None = None,
+) -> TrainResult:
+    """Train on checked inputs (see :func:`train_models` for what is written).
+
+    ``progress(message)`` hears what is being done; ``advance(note)`` is called after each of the
+    :func:`radpipe.model.validate.fit_count` fits (a model in an outer fold, or a final refit), for a
+    progress bar.
     """
     say = progress or (lambda message: None)
-    out_dir = Path(out_dir)
+    folder = ModelFolder(Path(out_dir))
+    out_dir = folder.path
     out_dir.mkdir(parents=True, exist_ok=True)
-    X, y, g = check_training_data(X, y, groups, batch_column=settings.batch_column)
-    classes = outcome_classes(y, settings)
+    X, y, classes, settings = inputs.X, inputs.y, inputs.classes, inputs.settings
+    g = inputs.group_array
     y_idx = encode_labels(y, classes)
-    counts = np.bincount(y_idx, minlength=len(classes))
-    n_min = int(counts.min())
-    if n_min < settings.outer_folds:
-        which = "smaller class" if len(classes) == 2 else f"smallest class ({classes[int(counts.argmin())]!r})"
-        raise ConfigError(f"the {which} has {n_min} case(s), fewer than outer_folds={settings.outer_folds}",
-                          key="model.outer_folds")
-    if settings.rebalance == "smote":
-        _check_smote_neighbours(n_min, settings)
+    if inputs.folds.reduced:
+        say(inputs.folds.describe())
 
-    cv = nested_cv(X, y_idx, settings, g, progress=say)
+    cv = nested_cv(X, y_idx, settings, g, progress=say, advance=advance)
     metrics, predictions, info = _summarise_cv(cv, X, y, y_idx, classes, settings)
     best, thresholds = info["best"], info["thresholds"]
     say(f"best model by out-of-fold AUC: {best}")
 
-    final = refit_all(X, y_idx, settings, g, progress=say)
+    final = refit_all(X, y_idx, settings, g, progress=say, advance=advance)
 
     ext_rows: list[dict] = []
     for name, (Xe, ye) in (external or {}).items():
+        Xe, ye = external_inputs(name, Xe, ye, inputs)
         say(f"external cohort {name}: {len(Xe)} cases")
-        rows, frames = _external(name, Xe, ye, X, final, thresholds, best, classes, settings)
+        rows, frames = _external(name, Xe, ye, final, thresholds, best, classes, settings)
         ext_rows += rows
         predictions = pd.concat([predictions, *frames], ignore_index=True)
     if ext_rows:
@@ -464,22 +354,23 @@ def train_models(
     metrics = metrics.reindex(columns=metrics_columns(classes))
     predictions = predictions.reindex(columns=prediction_columns(classes))
 
-    metrics.to_csv(out_dir / "metrics.csv", index=False)
-    predictions.to_csv(out_dir / "predictions.csv", index=False)
-    _write_splits(out_dir, X, cv, settings, g is not None)
-    atomic_write_text(out_dir / "timings.json",
+    metrics.to_csv(folder.metrics_path, index=False)
+    predictions.to_csv(folder.predictions_path, index=False)
+    _write_splits(folder, X, cv, inputs)
+    atomic_write_text(folder.timings_path,
                       json.dumps({name: round(sec, 2) for name, sec in cv.seconds.items()}, indent=2))
-    X.reset_index().to_csv(out_dir / "train_features.csv", index=False)
-    pd.DataFrame({"case_id": X.index, "label": y.to_numpy()}).to_csv(out_dir / "train_labels.csv", index=False)
+    X.reset_index().to_csv(folder.train_features_path, index=False)
+    pd.DataFrame({"case_id": X.index, "label": y.to_numpy()}).to_csv(folder.train_labels_path, index=False)
 
+    inputs_card = _inputs_card(inputs)
     model_dirs: dict[str, Path] = {}
     for name in settings.models:
         pipeline, params = final[name]
         cv_row = metrics[(metrics["cohort"] == "cv") & (metrics["model"] == name)].iloc[0].to_dict()
         external_rows = {r["cohort"]: _jsonable(r) for r in ext_rows if r["model"] == name}
         card = _card(name, pipeline, params, cv_row, X, y, classes, thresholds[name], settings,
-                     is_best=name == best, external_metrics=external_rows)
-        model_dirs[name] = out_dir / "models" / name
+                     is_best=name == best, external_metrics=external_rows, **inputs_card)
+        model_dirs[name] = folder.model_dir(name)
         _save(pipeline, card, model_dirs[name])
         if name == best:
             _save(pipeline, card, out_dir)
@@ -490,14 +381,25 @@ def train_models(
                           test_case_ids=[str(c) for c in X.index[fit.test_idx]])
         if len(classes) == 2:
             fold_card["threshold_rule"] = "Youden's J on inner-CV out-of-fold probabilities of this fold's training cases"
-        save_model(fit.estimator, fold_card, out_dir / "folds" / f"{fit.repeat}_{fit.fold}")
+        save_model(fit.estimator, fold_card, folder.fold_dir(fit.repeat, fit.fold))
     say(f"wrote {out_dir}")
     return TrainResult(metrics=metrics, predictions=predictions, best_model=best, out_dir=out_dir,
                        model_dirs=model_dirs)
 
 
-def _write_splits(out_dir: Path, X: pd.DataFrame, cv: NestedCVResult, settings: ModelSettings,
-                  grouped: bool) -> None:
+def _inputs_card(inputs: ModelInputs) -> dict:
+    """What the card says about the inputs beyond the settings: only what happened, so other cards stay as
+    they were (reduced folds, features left out before modelling)."""
+    extra: dict[str, Any] = {}
+    if inputs.folds.reduced:
+        extra["folds_reduced"] = inputs.folds.record()
+    if inputs.dropped:
+        extra["dropped_features"] = dict(inputs.dropped)
+    return extra
+
+
+def _write_splits(folder: ModelFolder, X: pd.DataFrame, cv: NestedCVResult, inputs: ModelInputs) -> None:
+    settings, grouped = inputs.settings, inputs.groups is not None
     ids = X.index.astype(str).to_numpy()
     splits: dict[str, Any] = {
         "seed": settings.seed,
@@ -513,7 +415,9 @@ def _write_splits(out_dir: Path, X: pd.DataFrame, cv: NestedCVResult, settings: 
             for r, f, train, test in cv.splits
         ],
     }
-    if settings.harmonise:  # only then: the splits.json of other runs stays byte-identical
+    if inputs.folds.reduced:  # only then: the splits.json of other runs stays byte-identical
+        splits["folds_reduced"] = inputs.folds.record()
+    if settings.harmonise:
         splits["stratified_on"] = ("outcome x batch" if cv.stratified_on_batch else
                                    "outcome (an outcome x batch stratum has fewer cases than outer folds)")
-    atomic_write_text(out_dir / "splits.json", json.dumps(splits, indent=1))
+    atomic_write_text(folder.splits_path, json.dumps(splits, indent=1))

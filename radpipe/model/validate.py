@@ -43,7 +43,7 @@ from sklearn.model_selection import (
 )
 from threadpoolctl import threadpool_limits
 
-from radpipe.model._combat import _label
+from radpipe.model.inputs import batch_label
 from radpipe.model.metrics import youden_threshold
 from radpipe.model.settings import ENSEMBLE_NAMES, ModelSettings
 from radpipe.model.zoo import build_ensemble, build_pipeline, search_space
@@ -81,7 +81,7 @@ def batch_values(X, settings: ModelSettings) -> np.ndarray | None:
     """Each case's batch as text (2.0 and 2 are the same batch) when the settings harmonise; None otherwise."""
     if not settings.harmonise or not isinstance(X, pd.DataFrame) or settings.batch_column not in X.columns:
         return None
-    return np.array([str(_label(value)) for value in X[settings.batch_column]], dtype=object)
+    return np.array([str(batch_label(value)) for value in X[settings.batch_column]], dtype=object)
 
 
 def stratification_labels(y: np.ndarray, batches: np.ndarray | None, n_folds: int) -> np.ndarray:
@@ -202,18 +202,38 @@ def _plain(value):
     return value.item() if isinstance(value, np.generic) else value
 
 
+def fit_count(settings: ModelSettings) -> int:
+    """How many times :func:`nested_cv` and :func:`refit_all` call ``advance``: every model (base models and
+    ensembles) once per outer fold and repeat, and once more for its final refit."""
+    n_models = len(settings.base_models()) + sum(name in ENSEMBLE_NAMES for name in settings.models)
+    return n_models * (settings.outer_folds * settings.outer_repeats + 1)
+
+
 def nested_cv(
     X: pd.DataFrame,
     y: np.ndarray,
     settings: ModelSettings,
     groups: np.ndarray | None = None,
     progress: Callable[[str], None] | None = None,
+    advance: Callable[[str], None] | None = None,
 ) -> NestedCVResult:
     """Run the nested CV for every model in ``settings.models`` (and the members ensembles need).
 
-    ``y`` holds class indices (0/1, or 0..K-1 for a multi-class outcome).
+    ``y`` holds class indices (0/1, or 0..K-1 for a multi-class outcome). ``progress(message)`` is told
+    what starts; ``advance(note)`` is called when a model has been fitted in an outer fold.
+
+    Examples
+    --------
+    >>> import numpy as np, pandas as pd
+    >>> rng = np.random.default_rng(0)
+    >>> y = np.tile([0, 1], 15)
+    >>> X = pd.DataFrame({"f1": rng.normal(size=30) + y, "f2": rng.normal(size=30)})
+    >>> result = nested_cv(X, y, ModelSettings(models=["logreg"], outer_folds=3))
+    >>> len(result.folds["logreg"]), len(result.splits)
+    (3, 3)
     """
     say = progress or (lambda message: None)
+    done = advance or (lambda note: None)
     batches = batch_values(X, settings)
     splits = outer_splits(y, settings, groups, batches)
     bases = settings.base_models()
@@ -236,6 +256,7 @@ def nested_cv(
                 ))
                 members[name] = best
                 seconds[name] += time.perf_counter() - start
+                done(f"{name}, repeat {repeat} fold {fold}")
             member_fits = {name: folds[name][-1] for name in settings.ensemble_members} if ensembles else {}
             for kind in ensembles:
                 say(f"repeat {repeat} fold {fold}: fitting {kind} ensemble")
@@ -252,24 +273,28 @@ def nested_cv(
                     choose_threshold(y_tr, oof, settings), oof,
                 ))
                 seconds[kind] += time.perf_counter() - start
+                done(f"{kind}, repeat {repeat} fold {fold}")
     on_batch = batches is not None and stratification_labels(y, batches, settings.outer_folds) is not y
     return NestedCVResult(folds=folds, splits=splits, seconds=seconds, stratified_on_batch=on_batch)
 
 
 def refit_all(
     X: pd.DataFrame, y: np.ndarray, settings: ModelSettings, groups: np.ndarray | None = None,
-    progress: Callable[[str], None] | None = None,
+    progress: Callable[[str], None] | None = None, advance: Callable[[str], None] | None = None,
 ) -> dict[str, tuple[Any, dict]]:
     """Tune and fit every model on all of (X, y): ``{name: (pipeline, best_params)}``."""
     say = progress or (lambda message: None)
+    done = advance or (lambda note: None)
     fitted: dict[str, tuple[Any, dict]] = {}
     with _quiet():
         for name in settings.base_models():
             say(f"final fit: tuning {name} on all {len(y)} cases")
             fitted[name] = tune(name, X, y, groups, settings)
+            done(f"{name}, final fit")
         for kind in (name for name in settings.models if name in ENSEMBLE_NAMES):
             say(f"final fit: {kind} ensemble")
             chosen = {name: fitted[name][0] for name in settings.ensemble_members}
             params = {name: fitted[name][1] for name in settings.ensemble_members}
             fitted[kind] = (fit_ensemble(kind, chosen, X, y, settings), params)
+            done(f"{kind}, final fit")
     return fitted

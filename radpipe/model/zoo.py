@@ -41,9 +41,11 @@ _PREFIX = "clf__"
 def _estimator(name: str, settings: ModelSettings) -> Any:
     seed, weight = settings.seed, settings.class_weight
     if name == "svm":
-        return CalibratedClassifierCV(SVC(kernel="rbf", class_weight=weight), method="sigmoid", cv=3)
+        return CalibratedClassifierCV(SVC(kernel="rbf", class_weight=weight), method="sigmoid",
+                                      cv=settings.calibration_folds)
     if name == "svm_linear":
-        return CalibratedClassifierCV(SVC(kernel="linear", class_weight=weight), method="sigmoid", cv=3)
+        return CalibratedClassifierCV(SVC(kernel="linear", class_weight=weight), method="sigmoid",
+                                      cv=settings.calibration_folds)
     if name == "logreg":
         return LogisticRegression(solver="saga", l1_ratio=0.0, C=1.0, class_weight=weight, max_iter=5000,
                                   tol=1e-3, random_state=seed)
