@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 
 import numpy as np
@@ -153,7 +154,10 @@ def test_tables_long_parquet_codebook_agree(tmp_path):
     assert book.loc["original_shape_Sphericity", "family"] == "shape"
     assert book.loc["original_glcm_Contrast", "ibsi_code"] == "ACUI"
     assert book.loc["original_firstorder_Kurtosis", "ibsi_note"].startswith("differs")
-    assert book.loc["original_glcm_Contrast", "discretisation"] == "binWidth=25"
+    # no bin width in the recipe: one chosen for the cohort's ROI range (about 60-150) and recorded
+    assert book.loc["original_glcm_Contrast", "discretisation"] == "binWidth=2.0"
+    manifest = json.loads((tmp_path / "out" / "manifest.json").read_text())
+    assert manifest["discretisation"]["binWidth"] == 2.0 and manifest["discretisation"]["source"] == "auto"
     assert book["description"].str.len().gt(0).mean() > 0.9
     raw = (tmp_path / "out" / "features.csv").read_bytes()
     assert not raw.startswith(b"\xef\xbb\xbf") and b"\r\n" not in raw

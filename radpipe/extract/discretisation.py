@@ -16,10 +16,14 @@ import json
 import math
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from radpipe.errors import ConfigError
+
+if TYPE_CHECKING:
+    from radpipe.extract.settings import ExtractSettings
 
 #: Grey levels the median ROI should get from an automatic bin width.
 TARGET_LEVELS = (32, 64)
@@ -103,12 +107,13 @@ def level_summary(low: Sequence[float], high: Sequence[float], width: float) -> 
     levels = grey_levels(low, high, width)
     if not len(levels):
         return {"median_levels": None, "levels_p5": None, "levels_p95": None}
-    return {"median_levels": float(np.median(levels)),
-            "levels_p5": float(np.percentile(levels, 5)),
-            "levels_p95": float(np.percentile(levels, 95))}
+    return {"median_levels": round(float(np.median(levels)), 1),
+            "levels_p5": round(float(np.percentile(levels, 5)), 1),
+            "levels_p95": round(float(np.percentile(levels, 95)), 1)}
 
 
-def level_warning(width: float, low: Sequence[float], high: Sequence[float], unit: str = "") -> str | None:
+def level_warning(width: float, low: Sequence[float], high: Sequence[float], unit: str = "", *,
+                  suggest: bool = True) -> str | None:
     """A warning when ``width`` gives the median ROI fewer than 8 or more than 512 grey levels, else None."""
     low, high = np.asarray(low, dtype=float), np.asarray(high, dtype=float)
     if not len(low):
@@ -117,7 +122,7 @@ def level_warning(width: float, low: Sequence[float], high: Sequence[float], uni
     lowest, highest = SENSIBLE_LEVELS
     if lowest <= median <= highest:
         return None
-    suggestion = choose_bin_width(low, high)
+    suggestion = choose_bin_width(low, high) if suggest else None
     span = f"{_num(float(np.median(low)))}-{_num(float(np.median(high)))}{' ' + unit if unit else ''}"
     consequence = ("texture features will be degenerate (one or a few grey levels)" if median < lowest
                    else "texture matrices will be sparse and slow to compute")
@@ -178,3 +183,69 @@ def reference_discretisation(reference: str | Path) -> dict:
 
 def _num(value: float | None) -> str:
     return "?" if value is None else f"{value:.3g}"
+
+
+def resolve_discretisation(settings: ExtractSettings, low: Sequence[float], high: Sequence[float], *,
+                           reference: dict | None = None, unit: str = ""
+                           ) -> tuple[ExtractSettings, dict | None, list[str]]:
+    """The settings to extract with, the ``discretisation`` record for the manifest, and warnings.
+
+    The recipe's own ``binWidth``/``binCount`` is used as it is (``source: recipe``), and questioned when the
+    median ROI gets fewer than 8 or more than 512 grey levels from it. Otherwise the ``reference``'s frozen
+    width is used (``source: reference``), or one is chosen from ``low``/``high``, the ROIs' intensity minima
+    and maxima (``source: auto``). The returned settings carry the width in ``setting``, so it is part of the
+    cache key, the manifest's resolved settings and the codebook.
+    """
+    recipe = recipe_discretisation(settings.pyradiomics_params())
+    warnings: list[str] = []
+    if recipe is not None:
+        record = {**recipe, "source": "recipe"}
+        frozen = {k: reference[k] for k in ("binWidth", "binCount") if reference and k in reference}
+        if frozen and frozen != recipe:
+            warnings.append(f"the recipe's {_describe(recipe)} differs from the reference's {_describe(frozen)}: "
+                            "features of the two cohorts are not comparable; drop the recipe's value to reuse "
+                            "the reference's")
+    elif reference is not None:
+        record = {k: reference[k] for k in ("binWidth", "binCount") if k in reference}
+        record["source"] = "reference"
+    else:
+        width = choose_bin_width(low, high)
+        if width is None:
+            if len(low):
+                warnings.append("every ROI has a single intensity: no bin width can give texture features; "
+                                f"pyradiomics' default binWidth {PYRADIOMICS_DEFAULT_BIN_WIDTH:g} is used")
+            return settings, None, warnings
+        record = {"binWidth": width, "source": "auto"}
+    settings = settings.model_copy(update={"setting": {
+        **{k: v for k, v in settings.setting.items() if k not in ("binWidth", "binCount")},
+        **{k: record[k] for k in ("binWidth", "binCount") if k in record}}})
+    if "binWidth" in record:
+        record.update(level_summary(low, high, record["binWidth"]))
+        if record["source"] != "auto":
+            warning = level_warning(record["binWidth"], low, high, unit,
+                                    suggest=record["source"] == "recipe")
+            if warning:
+                if record["source"] == "reference":
+                    warning += " (the width is frozen from the training cohort; check that this cohort's " \
+                               "intensities are in the same unit)"
+                warnings.append(warning)
+    else:
+        count = float(record["binCount"])
+        record.update({"median_levels": count, "levels_p5": count, "levels_p95": count})
+    if unit:
+        record["intensity_unit"] = unit
+    return settings, record, warnings
+
+
+def describe_discretisation(record: dict | None) -> str:
+    """One line for the console: ``binWidth 0.25 SUV (auto: the median ROI gets 42 grey levels)``."""
+    if not record:
+        return "discretisation: pyradiomics' default"
+    unit = f" {record['intensity_unit']}" if record.get("intensity_unit") and "binWidth" in record else ""
+    levels = record.get("median_levels")
+    tail = f": the median ROI gets {levels:g} grey levels" if levels is not None and "binWidth" in record else ""
+    return f"discretisation: {_describe(record)}{unit} ({record.get('source', '?')}{tail})"
+
+
+def _describe(record: dict) -> str:
+    return f"binCount {record['binCount']}" if "binCount" in record else f"binWidth {record['binWidth']:g}"

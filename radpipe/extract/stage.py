@@ -17,13 +17,20 @@ from radpipe._io import atomic_write_text, sha256_bytes_of, software_versions
 from radpipe.cohort import Cohort
 from radpipe.errors import ConfigError
 from radpipe.extract import tables
+from radpipe.extract.discretisation import (
+    describe_discretisation,
+    reference_discretisation,
+    resolve_discretisation,
+)
+from radpipe.extract.feature_qc import degenerate_features
 from radpipe.extract.features import CaseInput, CaseResult
 from radpipe.extract.runner import DigestMemo, ResultCache, RunSummary, case_inputs, run_cases
 from radpipe.extract.settings import ExtractSettings
+from radpipe.extract.survey import CohortSurvey, summarise, survey_rows
 from radpipe.pseudonym import Pseudonymiser
 
 FORMATS = ("csv", "parquet")
-TABLES_FORMAT = 1  # bump when the table-writing code changes what it writes: reruns then rewrite the tables
+TABLES_FORMAT = 2  # 2: codebook feature_qc column. Bump when the table-writing code changes what it writes: reruns then rewrite the tables
 
 
 class ExtractResult:
@@ -33,13 +40,26 @@ class ExtractResult:
     ``tables_written`` is False when nothing had changed since the previous run into ``out_dir`` (same
     cases, inputs, settings and formats, and every table still as written): the tables were left as they
     were, and ``features`` / ``qc`` are read back from them on first use.
+
+    ``discretisation`` is the bin width used and where it came from (as in ``manifest.json``; None when
+    pyradiomics' default was left in place), ``warnings`` the sentences the user should read (bin width,
+    voxel spacing), ``survey`` the :class:`~radpipe.extract.survey.CohortSurvey` they were derived from, and
+    :attr:`discretisation_line` a one-line summary for the console.
     """
 
     def __init__(self, features: pd.DataFrame | None, qc: pd.DataFrame | None, summary: RunSummary, out_dir: Path,
-                 *, tables_written: bool = True, formats: tuple[str, ...] = FORMATS):
+                 *, tables_written: bool = True, formats: tuple[str, ...] = FORMATS,
+                 discretisation: dict | None = None, warnings: list[str] | None = None,
+                 survey: CohortSurvey | None = None):
         self._features, self._qc = features, qc
         self.summary, self.out_dir = summary, Path(out_dir)
         self.tables_written, self.formats = tables_written, formats
+        self.discretisation, self.warnings, self.survey = discretisation, list(warnings or []), survey
+
+    @property
+    def discretisation_line(self) -> str:
+        """``discretisation: binWidth 0.25 SUV (auto: the median ROI gets 42 grey levels)``."""
+        return describe_discretisation(self.discretisation)
 
     @property
     def features(self) -> pd.DataFrame:
@@ -61,7 +81,8 @@ class ExtractResult:
     def __repr__(self) -> str:
         s = self.summary
         return (f"ExtractResult({self.out_dir}: {s.n_cases} cases, {s.computed} computed, {s.cached} from cache, "
-                f"{s.failed} failed{'' if self.tables_written else ', tables unchanged'})")
+                f"{s.failed} failed{'' if self.tables_written else ', tables unchanged'}, "
+                f"{len(self.warnings)} warning(s))")
 
 
 def _read_features(out_dir: Path, formats: tuple[str, ...] = FORMATS) -> pd.DataFrame:
@@ -115,6 +136,7 @@ def reject_odd_dimensions(summary: RunSummary) -> list[str]:
 def extract_cohort(cohort: Cohort, settings: ExtractSettings, out_dir: str | Path, *, jobs: int = 1,
                    scheduler: str | None = None, cache_dir: str | Path | None = None,
                    formats: tuple[str, ...] = FORMATS, pseudonymise: str | Path | None = None,
+                   reference: str | Path | dict | None = None,
                    on_result: Callable[[CaseResult, bool], None] | None = None) -> ExtractResult:
     """Extract every case of ``cohort`` and write the tables into ``out_dir``.
 
@@ -129,8 +151,17 @@ def extract_cohort(cohort: Cohort, settings: ExtractSettings, out_dir: str | Pat
     With ``pseudonymise=KEY_FILE`` every case id in the outputs is replaced by a stable hashed id
     (the key file holds the secret and the mapping), file names are left out of diagnostics.csv,
     and the cache, which knows the real ids, is kept beside the key file instead of in ``out_dir``.
+
+    Discretisation: when the recipe sets neither ``binWidth`` nor ``binCount``, one fixed bin width is chosen
+    for the whole cohort from its ROI intensity ranges (the median ROI gets 32-64 grey levels), unless
+    ``reference`` (the training cohort's features folder, its manifest.json, a model folder, or a
+    ``discretisation`` record) supplies the frozen one. The choice, the grey levels it gives and any warning
+    (a recipe width giving the median ROI fewer than 8 or more than 512 levels, voxel spacing that varies or
+    is anisotropic without resampling) are in ``manifest.json`` and on the result. Degenerate feature columns
+    (constant, placeholder values, flat ROIs) are named in the codebook's ``feature_qc`` column.
     """
     out_dir = Path(out_dir)
+    frozen = reference if isinstance(reference, dict) or reference is None else reference_discretisation(reference)
     formats = tuple(formats)
     unknown = set(formats) - set(FORMATS)
     if unknown:
@@ -147,6 +178,11 @@ def extract_cohort(cohort: Cohort, settings: ExtractSettings, out_dir: str | Pat
         memo = DigestMemo(cache_folder)
         items = case_inputs(cohort, settings, memo)
         memo.save()
+        # a second, cached read of every case: the discretisation has to be known before extracting
+        survey = summarise(survey_rows(items, settings, jobs=jobs, cache_dir=cache_folder), settings)
+        settings, discretisation, bin_warnings = resolve_discretisation(
+            settings, survey.ok["roi_min"], survey.ok["roi_max"], reference=frozen, unit=survey.intensity_unit)
+        warnings = bin_warnings + survey.warnings
         cache = ResultCache(cache_folder)
         # a killed run can leave temporary files behind (never half tables: writes are atomic); the lock
         # guarantees no other run is writing here now. A shared --cache-dir is left alone.
@@ -169,7 +205,8 @@ def extract_cohort(cohort: Cohort, settings: ExtractSettings, out_dir: str | Pat
             if pseudonyms and len(pseudonyms.mapping) != known_ids:
                 pseudonyms.save()
         else:
-            wide, qc, written = _write_tables(out_dir, summary.results, problem_rows, settings, formats, pseudonyms)
+            wide, qc, written = _write_tables(out_dir, summary.results, problem_rows, settings, formats, pseudonyms,
+                                              intensity_unit=survey.intensity_unit)
         summary.failed = _failed_cases(summary.results, problem_rows)
         inputs = {item.case_id: {"image_sha256": item.image_sha256, "mask_sha256": item.mask_sha256}
                   for item in items}
@@ -187,6 +224,9 @@ def extract_cohort(cohort: Cohort, settings: ExtractSettings, out_dir: str | Pat
             "tables_written": previous is None,
             "settings": json.loads(settings.model_dump_json()),
             "pyradiomics_params": settings.pyradiomics_params(),
+            "discretisation": discretisation,
+            "spacing": _spacing_record(survey),
+            "warnings": warnings,
             "pseudonymised": bool(pseudonyms),
             "inputs": inputs,
             "versions": software_versions(),
@@ -200,11 +240,19 @@ def extract_cohort(cohort: Cohort, settings: ExtractSettings, out_dir: str | Pat
         lock.release()
     if wide is not None:
         wide = wide.set_index("case_id") if not wide.empty else wide
-    return ExtractResult(wide, qc, summary, out_dir, tables_written=previous is None, formats=formats)
+    return ExtractResult(wide, qc, summary, out_dir, tables_written=previous is None, formats=formats,
+                         discretisation=discretisation, warnings=warnings, survey=survey)
+
+
+def _spacing_record(survey: CohortSurvey) -> dict:
+    """The cohort's voxel spacing for the manifest: median and range per axis (after preprocessing)."""
+    return {"median_mm": list(survey.median_spacing),
+            "range_mm": [list(pair) for pair in survey.spacing_range()] if len(survey.ok) else [],
+            "varies": survey.spacing_varies, "anisotropic": survey.anisotropic, "resampled": survey.resampled}
 
 
 def _write_tables(out_dir: Path, results: list[CaseResult], problem_rows: list[dict], settings: ExtractSettings,
-                  formats: tuple[str, ...], pseudonyms: Pseudonymiser | None
+                  formats: tuple[str, ...], pseudonyms: Pseudonymiser | None, *, intensity_unit: str = "a.u."
                   ) -> tuple[pd.DataFrame, pd.DataFrame, dict[str, str]]:
     """Build and write every table; return the wide table, the QC ledger and {file name: sha256 written}."""
     wide = tables.feature_table(results)
@@ -227,7 +275,8 @@ def _write_tables(out_dir: Path, results: list[CaseResult], problem_rows: list[d
     from radpipe.extract.ibsi import ibsi_table
 
     written["codebook.csv"] = tables.write_csv(
-        tables.codebook_table(list(wide.columns), params, ibsi_table(), prep), out_dir / "codebook.csv")
+        tables.codebook_table(list(wide.columns), params, ibsi_table(), prep, intensity_unit=intensity_unit,
+                              feature_qc=degenerate_features(wide)), out_dir / "codebook.csv")
     written["diagnostics.csv"] = tables.write_csv(diagnostics, out_dir / "diagnostics.csv")
     written["qc.csv"] = tables.write_csv(qc, out_dir / "qc.csv")
     return wide, qc, written
