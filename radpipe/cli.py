@@ -416,9 +416,10 @@ def datasets(
                       "Name a cohort folder directly (`radpipe extract path/to/cohort --out x`), or write one "
                       "with `radpipe init my_study --cohort path/to/cohort`.", highlight=False)
         return EXIT_OK
+    known = load_datasets(registry)
     console.print(f"registry: [bold]{registry}[/]", highlight=False)
     rows = []
-    for name, spec in load_datasets(registry).items():
+    for name, spec in known.items():
         present = "found" if spec.root.exists() else "[red]missing[/]"
         rows.append((name, f"{present}  {spec.root}  {spec.description}"))
     summary_table(f"datasets in {registry}", rows)

@@ -138,6 +138,9 @@ def _cohort_texts(study_dir: Path, cohort_dir: Path, positive_class: str | None,
     spec = spec.model_copy(update=updates)
     cases = discover(name, spec)
     detected.append(repr(cases))
+    warnings += [f"case {problem.case_id}: {problem.reason}" for problem in cases.problems[:10]]
+    if len(cases.problems) > 10:
+        warnings.append(f"... and {len(cases.problems) - 10} more case problems (`radpipe validate` lists them all)")
     classes = sorted({case.label for case in cases.cases if case.label is not None})
     if positive_class is not None and classes and positive_class not in classes:
         raise ConfigError(f"'{positive_class}' is not one of the outcome values ({', '.join(classes)})",

@@ -1,0 +1,150 @@
+"""Issue 12: a new user's first ten minutes, one block of CLI tests per finding (exit code and words)."""
+
+from __future__ import annotations
+
+import pytest
+from typer.testing import CliRunner
+
+import radpipe.config
+from radpipe.cli import app
+
+runner = CliRunner()
+
+
+def said(result) -> str:
+    """The command's output with rich's line wrapping undone."""
+    return " ".join(result.output.split())
+
+
+@pytest.fixture(autouse=True)
+def _wide_console(monkeypatch):
+    from radpipe.console import console
+
+    monkeypatch.setattr(console, "width", 1000)  # long temporary paths stay on one line
+
+
+@pytest.fixture
+def installed(tmp_path, monkeypatch):
+    """An empty working folder, radpipe behaving as an installed package (no source checkout beside it)."""
+    work = tmp_path / "empty"
+    work.mkdir()
+    monkeypatch.chdir(work)
+    monkeypatch.setattr(radpipe.config, "CHECKOUT_ROOT", None)
+    monkeypatch.delenv("RADPIPE_DATASETS", raising=False)
+    monkeypatch.delenv("RADPIPE_DATA", raising=False)
+    yield work
+    radpipe.config.use_datasets_file(None)  # --datasets lasts for the process; leave none behind
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Finding 1: after a non-editable install, demo/datasets looked inside site-packages, --help suggested a
+# recipe that is not installed, and no registry but the checkout's could be used.
+# (tests/test_installed.py runs the same commands from a real wheel in a fresh venv.)
+# ---------------------------------------------------------------------------------------------------------
+
+def test_help_suggests_commands_that_work_from_an_installed_package():
+    result = runner.invoke(app, ["--help"])
+    assert result.exit_code == 0
+    text = said(result)
+    assert "radpipe demo" in text and "radpipe init" in text
+    assert "pipelines/" not in text  # the checkout's recipes are not installed
+
+
+def test_demo_recipe_is_package_data():
+    from importlib.resources import files
+
+    from radpipe.config import load_recipe
+
+    recipe = load_recipe(files("radpipe") / "recipes" / "demo.yaml")
+    assert recipe.name == "demo" and recipe.model.positive_class == "aggressive"
+
+
+def test_datasets_without_any_registry_says_where_it_looked(installed):
+    result = runner.invoke(app, ["datasets"])
+    assert result.exit_code == 0, result.output
+    text = said(result)
+    assert "no dataset registry found" in text
+    assert "--datasets FILE" in text and "$RADPIPE_DATASETS" in text and "radpipe init" in text
+    assert "source checkout" not in text  # an installed package has none
+
+
+def test_registry_search_order(installed, tmp_path, monkeypatch):
+    parent = installed / "datasets.yaml"
+    parent.write_text("datasets:\n  from_parent:\n    root: .\n")
+    below = installed / "sub" / "deeper"
+    below.mkdir(parents=True)
+    monkeypatch.chdir(below)
+    result = runner.invoke(app, ["datasets"])
+    assert result.exit_code == 0, result.output
+    assert f"registry: {parent}" in said(result) and "from_parent" in said(result)
+
+    from_env = tmp_path / "env.yaml"
+    from_env.write_text("datasets:\n  from_env:\n    root: .\n")
+    monkeypatch.setenv("RADPIPE_DATASETS", str(from_env))
+    result = runner.invoke(app, ["datasets"])
+    assert f"registry: {from_env}" in said(result) and "from_parent" not in said(result)
+
+    explicit = tmp_path / "mine.yaml"
+    explicit.write_text("datasets:\n  mine:\n    root: .\n")
+    result = runner.invoke(app, ["--datasets", str(explicit), "datasets"])
+    assert result.exit_code == 0, result.output
+    assert f"registry: {explicit}" in said(result) and "from_env" not in said(result)
+
+
+def test_missing_registry_file_given_with_datasets_is_exit_2(installed):
+    result = runner.invoke(app, ["--datasets", "nowhere.yaml", "datasets"])
+    assert result.exit_code == 2
+    assert "nowhere.yaml" in said(result) and "dataset registry not found" in said(result)
+
+
+def test_registry_using_radpipe_data_needs_it_outside_a_checkout(installed):
+    (installed / "datasets.yaml").write_text("datasets:\n  pet:\n    root: ${RADPIPE_DATA}/pet\n")
+    result = runner.invoke(app, ["datasets"])
+    assert result.exit_code == 2
+    text = said(result)
+    assert "RADPIPE_DATA is not set" in text and "datasets.yaml" in text
+
+
+def test_a_study_registry_is_found_from_its_recipe_folder(installed):
+    from tests.synth import make_cohort
+
+    cohort = make_cohort(installed / "data" / "lesions", n=4)
+    study = installed / "study"
+    study.mkdir()
+    (study / "datasets.yaml").write_text(f"datasets:\n  lesions:\n    root: {cohort}\n")
+    (study / "recipe.yaml").write_text("name: s\ndataset: lesions\n")
+    result = runner.invoke(app, ["validate", "study/recipe.yaml"])  # run from the folder above the study
+    assert result.exit_code == 0, result.output
+    assert "Cohort('lesions', 4 cases" in said(result)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Finding 2: `radpipe extract ./no_such_cohort` blamed site-packages/datasets.yaml, never the user's path.
+# ---------------------------------------------------------------------------------------------------------
+
+def test_missing_cohort_folder_is_exit_2_naming_it(installed):
+    result = runner.invoke(app, ["extract", "./no_such_cohort", "--out", "x"])
+    assert result.exit_code == 2, result.output
+    text = said(result)
+    assert "'./no_such_cohort' is neither a folder nor a dataset" in text
+    assert "no datasets.yaml was found (looked at: --datasets FILE, $RADPIPE_DATASETS" in text
+    assert "site-packages" not in text and not (installed / "x").exists()
+
+
+def test_missing_cohort_folder_with_a_registry_lists_its_names(installed):
+    (installed / "datasets.yaml").write_text("datasets:\n  one:\n    root: .\n")
+    result = runner.invoke(app, ["extract", "no_such_cohort", "--out", "x"])
+    assert result.exit_code == 2
+    text = said(result)
+    assert "'no_such_cohort' is neither a folder nor a dataset" in text and "(known: one)" in text
+
+
+@pytest.mark.parametrize("command", ["validate", "run"])
+def test_recipe_whose_cohort_folder_is_missing_is_exit_2(installed, command):
+    (installed / "recipe.yaml").write_text("name: r\ndataset: data/my_cohort\n")
+    args = [command, "recipe.yaml"] + (["--out", "out"] if command == "run" else [])
+    result = runner.invoke(app, args)
+    assert result.exit_code == 2, result.output
+    text = said(result)
+    assert "'data/my_cohort' is neither a folder nor a dataset" in text and "my_cohort" in text
+    assert not (installed / "out").exists()
