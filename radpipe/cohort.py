@@ -134,7 +134,8 @@ def discover(name: str, spec: DatasetSpec) -> Cohort:
     if spec.layout == "auto":
         guess = detect_layout(spec.root, base=spec)
         spec = guess.spec
-        notes.append(f"layout detected: {guess.summary}")
+        if guess.layout != "dicom":  # the DICOM index writes its own, fuller summary
+            notes.append(f"layout detected: {guess.summary}")
     if spec.layout == "dicom":
         pairs = _pairs_from_dicom_tree(spec, problems, notes)
     elif spec.layout == "pyradiomics_csv":
