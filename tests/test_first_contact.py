@@ -148,3 +148,57 @@ def test_recipe_whose_cohort_folder_is_missing_is_exit_2(installed, command):
     text = said(result)
     assert "'data/my_cohort' is neither a folder nor a dataset" in text and "my_cohort" in text
     assert not (installed / "out").exists()
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Finding 5 (helper H3): `radpipe extract path/to/cohort` on PET in SUV used pyradiomics' binWidth 25, so most
+# ROIs had one grey level (Uniformity 1, NGTDM Coarseness 1e6, GLCM Contrast 0) and varying voxel spacing went
+# unmentioned. Now the bin width is chosen from the data and said, a bad recipe width and the spacing are warned
+# about, and an external cohort reuses the training cohort's width with --reference.
+# ---------------------------------------------------------------------------------------------------------
+
+def test_extract_on_pet_chooses_and_says_the_bin_width_and_warns_about_spacing(tmp_path):
+    from tests.test_defaults import pet_cohort
+
+    spacings = [(3.90625, 3.90625, 3.27), (4.6875, 4.6875, 3.27)] + [(5.46875, 5.46875, 3.27)] * 4
+    cohort = pet_cohort(tmp_path / "pet", n=6, spacings=spacings)
+    result = runner.invoke(app, ["extract", str(cohort), "--out", str(tmp_path / "out")])
+    assert result.exit_code == 0, result.output
+    text = said(result)
+    assert "discretisation: binWidth 0.25 a.u. (auto: the median ROI gets" in text
+    assert "warning: voxel spacing varies by more than 10% across the cohort along x/y" in text
+    assert "{step: resample, spacing: [5.47, 5.47, 3.27], interpolator: linear" in text
+    codebook = (tmp_path / "out" / "codebook.csv").read_text()
+    assert "binWidth=0.25" in codebook and "placeholder" not in codebook and "single grey level" not in codebook
+
+
+def test_extract_with_pyradiomics_default_width_on_suv_warns_with_the_numbers(tmp_path):
+    from tests.test_defaults import pet_cohort
+
+    cohort = pet_cohort(tmp_path / "pet", n=4)
+    params = tmp_path / "params.yaml"
+    params.write_text("setting:\n  binWidth: 25\n")
+    result = runner.invoke(app, ["extract", str(cohort), "--out", str(tmp_path / "out"), "--params", str(params)])
+    assert result.exit_code == 0, result.output
+    text = said(result)
+    assert "discretisation: binWidth 25 a.u. (recipe: the median ROI gets 1 grey levels)" in text
+    assert "warning: binWidth 25 gives the median ROI 1 grey levels (median ROI range" in text
+    assert "texture features will be degenerate (one or a few grey levels); try binWidth 0.25" in text
+    codebook = (tmp_path / "out" / "codebook.csv").read_text()
+    assert "pyradiomics placeholder 1e+06 in 4 of 4 cases" in codebook
+
+
+def test_extract_external_cohort_with_reference_reuses_the_frozen_width(tmp_path):
+    from tests.test_defaults import pet_cohort
+
+    train = pet_cohort(tmp_path / "train", n=4)
+    bright = pet_cohort(tmp_path / "bright", n=3, scale=3.0)
+    assert runner.invoke(app, ["extract", str(train), "--out", str(tmp_path / "features")]).exit_code == 0
+    result = runner.invoke(app, ["extract", str(bright), "--out", str(tmp_path / "ext"),
+                                 "--reference", str(tmp_path / "features")])
+    assert result.exit_code == 0, result.output
+    assert "discretisation: binWidth 0.25 a.u. (reference: the median ROI gets" in said(result)
+    missing = runner.invoke(app, ["extract", str(bright), "--out", str(tmp_path / "ext2"),
+                                  "--reference", str(tmp_path / "nowhere")])
+    assert missing.exit_code == 2
+    assert "reference not found" in said(missing) and "nowhere" in said(missing)

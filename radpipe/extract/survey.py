@@ -230,11 +230,11 @@ def _survey_case(item: CaseInput, settings: ExtractSettings) -> dict:
     import SimpleITK as sitk
 
     from radpipe.extract import io, preprocess, qc
-    from radpipe.extract.dicom import _KEY_MODALITY, KEY_INTENSITY_UNITS
+    from radpipe.extract.dicom import KEY_INTENSITY_UNITS
     from radpipe.extract.features import read_case_mask
 
     image, _ = io.read_image(item.image, spacing_2d=item.spacing_2d)
-    modality = image.GetMetaData(_KEY_MODALITY) if image.HasMetaDataKey(_KEY_MODALITY) else ""
+    modality = io.image_modality(image)
     units = image.GetMetaData(KEY_INTENSITY_UNITS) if image.HasMetaDataKey(KEY_INTENSITY_UNITS) else ""
     mask, _ = read_case_mask(Path(item.mask), image, settings.roi_name, item.spacing_2d)
     label = settings.label if settings.label is not None else item.label
