@@ -4,8 +4,11 @@ one colour meaning (towards the positive class is always the same colour)."""
 from __future__ import annotations
 
 import doctest
+import io
 import re
 
+import numpy as np
+import pandas as pd
 import radiomics
 
 from radpipe.extract import feature_docs
@@ -139,3 +142,107 @@ def test_module_examples_run():
     for module in (feature_docs, tables):
         result = doctest.testmod(module, optionflags=doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE)
         assert result.failed == 0 and result.attempted > 0, (module.__name__, result)
+
+
+# ---------------------------------------------------------------- one colour meaning in the figures
+
+# Machado, Oliveira & Fernandes (2009) colour-vision-deficiency matrices, severity 1, on linear RGB
+CVD = {
+    "deuteranopia": [[0.367322, 0.860646, -0.227968], [0.280085, 0.672501, 0.047413], [-0.011820, 0.042940, 0.968881]],
+    "protanopia": [[0.152286, 1.052583, -0.204868], [0.114503, 0.786281, 0.099216], [-0.003882, -0.048116, 1.051998]],
+    "tritanopia": [[1.255528, -0.076749, -0.178779], [-0.078411, 0.930809, 0.147602], [0.004733, 0.691367, 0.303900]],
+}
+
+
+def _rgb(colour: str) -> np.ndarray:
+    from matplotlib.colors import to_rgb
+
+    return np.array(to_rgb(colour))
+
+
+def _seen_as(colour: str, deficiency: str) -> np.ndarray:
+    """CIE Lab of ``colour`` as simulated for ``deficiency``."""
+    from skimage.color import rgb2lab
+
+    c = _rgb(colour)
+    linear = np.where(c <= 0.04045, c / 12.92, ((c + 0.055) / 1.055) ** 2.4)
+    simulated = np.clip(np.array(CVD[deficiency]) @ linear, 0, 1)
+    srgb = np.where(simulated <= 0.0031308, 12.92 * simulated, 1.055 * simulated ** (1 / 2.4) - 0.055)
+    return rgb2lab(srgb[None, None, :])[0, 0]
+
+
+def test_direction_colours_stay_distinct_for_colour_blind_readers():
+    from radpipe.explain import plots
+
+    distances = {d: float(np.linalg.norm(_seen_as(plots.POSITIVE, d) - _seen_as(plots.NEGATIVE, d))) for d in CVD}
+    # CIE76 ΔE above ~50 reads as two clearly different colours; measured: 108 / 92 / 102
+    assert min(distances.values()) > 80, distances
+    # the check has teeth: red against green collapses for red-green blindness
+    assert np.linalg.norm(_seen_as("#c0392b", "deuteranopia") - _seen_as("#27ae60", "deuteranopia")) < 30
+
+
+def _pixels(png: bytes) -> np.ndarray:
+    from PIL import Image
+
+    return np.asarray(Image.open(io.BytesIO(png)).convert("RGB")).reshape(-1, 3).astype(int)
+
+
+def _count(pixels: np.ndarray, colour: str, alpha: float = 1.0) -> int:
+    """Pixels of ``colour`` drawn with ``alpha`` over white (±2 per channel for rounding)."""
+    target = np.round((alpha * _rgb(colour) + (1 - alpha)) * 255)
+    return int((np.abs(pixels - target) <= 2).all(axis=1).sum())
+
+
+def test_positive_colour_is_the_same_in_every_figure():
+    from radpipe.explain import plots
+
+    rng = np.random.default_rng(0)
+    cols = ["original_firstorder_Energy", "original_shape_MeshVolume", "log-sigma-3-0-mm-3D_glcm_Idmn"]
+    names = {c: display_name(c) for c in cols}
+    units = {c: feature_unit(c, "HU") for c in cols}
+    contrib = pd.Series([0.2, -0.1, 0.05], index=cols)
+    values = pd.Series([455_612.3, 1_200.0, 0.91], index=cols)
+    classes = {"positive": "metastasis", "negative": "no_metastasis"}
+    figures = {
+        "waterfall": plots.waterfall(contrib, values, 0.4, 0.55, threshold=0.5, display_names=names, units=units,
+                                     **classes),
+        "lime": plots.signed_bars(pd.Series([0.1, -0.05], index=["original_firstorder_Energy > 455612.30",
+                                                                 "original_shape_MeshVolume <= 1200.00"]),
+                                  xlabel="LIME weight", display_names=names, units=units, **classes),
+        "beeswarm": plots.beeswarm(pd.DataFrame(rng.normal(0, 0.05, (40, 3)), columns=cols),
+                                   pd.DataFrame(rng.normal(0, 1, (40, 3)), columns=cols), display_names=names,
+                                   **classes),
+    }
+    for name, png in figures.items():
+        pixels = _pixels(png)
+        # bars and the beeswarm's direction words are drawn in exactly these two colours
+        assert _count(pixels, plots.POSITIVE) > 30 and _count(pixels, plots.NEGATIVE) > 30, name
+        assert _count(pixels, "#c0392b") == 0, name  # the old red is gone
+    # dependence: the positive class's cases take the positive colour even when its label sorts first
+    # ("metastasis" < "no_metastasis"; before, the first sorted class was blue)
+    labels = pd.Series(["metastasis"] * 38 + ["no_metastasis"] * 2)
+    x, s = pd.Series(rng.normal(5e5, 1e5, 40)), pd.Series(rng.normal(0, 0.05, 40))
+    pixels = _pixels(plots.dependence(cols[0], x, s, labels, display_names=names, units=units, **classes))
+    assert _count(pixels, plots.POSITIVE, alpha=0.8) > 5 * _count(pixels, plots.NEGATIVE, alpha=0.8) > 0
+    assert plots.class_colours(labels, "metastasis") == {"metastasis": plots.POSITIVE,
+                                                         "no_metastasis": plots.NEGATIVE}
+    assert plots.CLASS_COLOURS[:2] == (plots.NEGATIVE, plots.POSITIVE)
+
+
+def test_plain_numbers_and_readable_labels():
+    from radpipe.explain import plots
+
+    assert plots._fmt(455_612.3, "HU²") == "455,600 HU²"
+    assert plots._fmt(152.0, "mm") == "152 mm"
+    assert plots._fmt(25.94) == "25.9"
+    assert plots._fmt(0.0123, "dimensionless") == "0.0123"
+    assert plots._fmt(3.2e-6) == "3.20e-06"  # truly tiny values keep powers of ten
+    assert plots._fmt(float("nan")) == "missing"
+    names = {"log-sigma-3-0-mm-3D_glcm_Idmn": "GLCM IDMN · LoG σ = 3 mm", "original_firstorder_Range": "Intensity range"}
+    units = {"original_firstorder_Range": "HU"}
+    # digits inside the column name are left alone; numbers outside get plain form and unit
+    assert plots._rule_label("0.53 < log-sigma-3-0-mm-3D_glcm_Idmn <= 0.91", names, units) == \
+        "0.53 < GLCM IDMN · LoG σ = 3 mm <= 0.91"
+    assert plots._rule_label("original_firstorder_Range > 1234.56", names, units) == "Intensity range > 1,235 HU"
+    assert plots._rule_label("age > 60", names, units) == "age > 60"
+    assert min(plots.FONT, plots.FONT_SMALL) >= 9

@@ -1,22 +1,43 @@
 """Matplotlib figures of the explain reports, each returned as PNG bytes.
 
 Figures are drawn on ``matplotlib.figure.Figure`` directly (no pyplot), so they need no backend, keep
-no global state and can be drawn in worker processes. Red pushes towards the positive class, blue away.
+no global state and can be drawn in worker processes.
+
+One colour meaning everywhere: :data:`POSITIVE` (vermillion) is "towards the positive class" and the
+positive class itself, :data:`NEGATIVE` (blue) is "towards the negative class" and that class, in the
+waterfall, the LIME bars, the beeswarm's direction labels, the dependence plots and their legends. The pair is
+from the Okabe–Ito palette, chosen because it stays distinct under red-green colour blindness (checked in
+``tests/test_feature_docs.py`` with a deuteranopia/protanopia simulation).
+
+The feature plots take optional ``display_names`` ({column: readable name}) and ``units`` ({column: unit})
+mappings; a column missing from them is shown by its own name and without a unit.
 """
 
 from __future__ import annotations
 
 import io
+import re
 import textwrap
+from collections.abc import Mapping
 
 import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
+from matplotlib.patches import Patch
+from matplotlib.ticker import FuncFormatter, MaxNLocator
 
-UP = "#c0392b"      # towards the positive class
-DOWN = "#2471a3"    # towards the negative class
-GREY = "#7f8c8d"
+POSITIVE = "#D55E00"  # Okabe–Ito vermillion: towards the positive class, and that class
+NEGATIVE = "#0072B2"  # Okabe–Ito blue: towards the negative class, and that class
+UP, DOWN = POSITIVE, NEGATIVE  # older names, kept for callers
+GREY = "#7f7f7f"
+THRESHOLD = "#000000"
+CURVE = "#2f3e46"  # ROC and calibration curves: they show no direction, so neither direction colour
+VALUE_CMAP = "viridis"  # feature value (low → high): no red or blue hue, so it cannot be read as a direction
 DPI = 110
+# Smallest text in a figure, in points at DPI; figures are sized to be shown at about their natural width,
+# so this is also (within ~10%) the size on the page at 100% zoom.
+FONT = 10
+FONT_SMALL = 9
 
 
 def _png(fig: Figure, tight: bool = True) -> bytes:
@@ -30,21 +51,83 @@ def _short(name: str, width: int = 42) -> str:
     return name if len(name) <= width else name[: width - 1] + "…"
 
 
-def _fmt(v) -> str:
+def _plain(v: float) -> str:
+    """A number as a person writes it: ``455,600``, ``25.9``, ``0.0123``; powers of ten only beyond that."""
+    if v == 0:
+        return "0"
+    if abs(v) >= 1e9 or abs(v) < 1e-3:
+        return f"{v:.2e}"
+    if abs(v) >= 1000:
+        digits = int(np.floor(np.log10(abs(v)))) + 1
+        return f"{round(v, 4 - digits):,.0f}"  # four significant digits, thousands separated
+    return f"{v:.3g}"
+
+
+def _fmt(v, unit: str = "") -> str:
+    """A value for a label, with its unit when it has one."""
     try:
         v = float(v)
     except (TypeError, ValueError):
         return str(v)
     if np.isnan(v):
         return "missing"
-    if v != 0 and (abs(v) >= 1e4 or abs(v) < 1e-2):
-        return f"{v:.2e}"
-    return f"{v:.3g}"
+    text = _plain(v)
+    return f"{text} {unit}" if unit and unit != "dimensionless" else text
+
+
+def _plain_ticks(axis) -> None:
+    """Tick labels as plain numbers (no offset, no ``1e6`` corner label)."""
+    axis.set_major_formatter(FuncFormatter(lambda v, _: _plain(v)))
+
+
+def _name(column, display_names: Mapping[str, str] | None) -> str:
+    return (display_names or {}).get(str(column), str(column))
+
+
+def _unit(column, units: Mapping[str, str] | None) -> str:
+    unit = (units or {}).get(str(column), "")
+    return "" if unit == "dimensionless" else unit
+
+
+def _axis_label(column, display_names: Mapping[str, str] | None, units: Mapping[str, str] | None) -> str:
+    unit = _unit(column, units)
+    return f"{_name(column, display_names)} ({unit})" if unit else _name(column, display_names)
+
+
+_NUMBER = re.compile(r"(?<![\w.])-?\d+(?:\.\d+)?(?:e[-+]?\d+)?(?![\w.])")
+
+
+def _rule_label(rule: str, display_names: Mapping[str, str] | None, units: Mapping[str, str] | None) -> str:
+    """A LIME rule (``original_firstorder_Range > 25.94``) with the readable name and plain numbers with unit.
+
+    Numbers are rewritten only outside the column name, which may itself hold digits (``log-sigma-3-0-mm``).
+    """
+    rule = str(rule)
+    names = sorted(set(display_names or {}) | set(units or {}), key=len, reverse=True)
+    column = next((c for c in names if c in rule), None)
+    if column is None:
+        return rule
+    unit = _unit(column, units)
+    parts = [_NUMBER.sub(lambda m: _fmt(m.group(), unit), part) for part in rule.split(column)]
+    return _name(column, display_names).join(parts)
+
+
+def _direction_legend(ax, positive: str | None, negative: str | None, **kwargs) -> None:
+    """Legend naming the classes the two colours push towards."""
+    if positive is None:
+        return
+    handles = [Patch(color=POSITIVE, label=f"towards {positive}"),
+               Patch(color=NEGATIVE, label=f"towards {negative}" if negative else f"away from {positive}")]
+    ax.legend(handles=handles, fontsize=FONT_SMALL, frameon=False, **kwargs)
 
 
 def waterfall(contrib: pd.Series, values: pd.Series, base: float, prob: float, *, top: int = 10,
-              threshold: float | None = None, positive: str = "positive") -> bytes:
-    """SHAP waterfall: from the base value, the ``top`` largest contributions, the rest, to the probability."""
+              threshold: float | None = None, positive: str = "positive", negative: str | None = None,
+              display_names: Mapping[str, str] | None = None, units: Mapping[str, str] | None = None) -> bytes:
+    """SHAP waterfall: from the base value, the ``top`` largest contributions, the rest, to the probability.
+
+    Bars towards ``positive`` are :data:`POSITIVE`, bars towards ``negative`` (the other class) :data:`NEGATIVE`.
+    """
     order = contrib.abs().sort_values(ascending=False, kind="stable").index
     shown = list(order[:top])
     rest = float(contrib.drop(shown).sum()) if len(order) > top else None
@@ -53,78 +136,99 @@ def waterfall(contrib: pd.Series, values: pd.Series, base: float, prob: float, *
         labels.append(f"{len(order) - top} other features")
         deltas.append(rest)
     for name in reversed(shown):
-        labels.append(f"{_short(name)} = {_fmt(values.get(name, np.nan))}")
+        labels.append(f"{_short(_name(name, display_names), 48)} = "
+                      f"{_fmt(values.get(name, np.nan), _unit(name, units))}")
         deltas.append(float(contrib[name]))
     n = len(deltas)
-    fig = Figure(figsize=(7.6, 0.42 * n + 1.3))
+    fig = Figure(figsize=(7.6, 0.42 * n + 1.6))
     ax = fig.add_subplot()
     # bars are drawn bottom (rest) to top (largest), accumulating from the base value
     left = base
     for i, d in enumerate(deltas):
-        ax.barh(i, d, left=left, color=UP if d >= 0 else DOWN, height=0.65)
+        ax.barh(i, d, left=left, color=POSITIVE if d >= 0 else NEGATIVE, height=0.65)
         ax.text(left + d + (0.004 if d >= 0 else -0.004), i, f"{d:+.3f}", va="center",
-                ha="left" if d >= 0 else "right", fontsize=8)
+                ha="left" if d >= 0 else "right", fontsize=FONT_SMALL)
         left += d
     ax.axvline(base, color=GREY, lw=0.8, ls="--")
     ax.axvline(prob, color="black", lw=1.0)
     if threshold is not None:
-        ax.axvline(threshold, color="#8e44ad", lw=0.8, ls=":")
-    ax.set_yticks(range(n), labels, fontsize=8)
-    ax.set_xlabel(f"predicted probability of {positive}")
+        ax.axvline(threshold, color=THRESHOLD, lw=0.9, ls=":")
+    ax.set_yticks(range(n), labels, fontsize=FONT_SMALL)
+    ax.tick_params(axis="x", labelsize=FONT_SMALL)
+    ax.set_xlabel(f"predicted probability of {positive}", fontsize=FONT)
     lo = min(base, prob, *(np.cumsum([base] + deltas)))
     hi = max(base, prob, *(np.cumsum([base] + deltas)))
     pad = max(0.06, 0.15 * (hi - lo))
     ax.set_xlim(max(-0.02, lo - pad), min(1.02, hi + pad))
-    title = f"base {base:.3f} → patient {prob:.3f}"
+    title = f"average patient {base:.3f} → this patient {prob:.3f}"
     if threshold is not None:
         title += f"   (threshold {threshold:.3f}, dotted)"
-    ax.set_title(title, fontsize=9)
+    ax.set_title(title, fontsize=FONT)
+    _direction_legend(ax, positive, negative, loc="upper center", bbox_to_anchor=(0.5, -0.12 - 0.9 / (n + 3)),
+                      ncol=2)
     ax.spines[["top", "right"]].set_visible(False)
     return _png(fig)
 
 
-def signed_bars(series: pd.Series, *, xlabel: str, title: str = "", width: float = 7.6) -> bytes:
-    """Horizontal bars, largest |value| on top, red positive and blue negative."""
+def signed_bars(series: pd.Series, *, xlabel: str, title: str = "", width: float = 7.6,
+                display_names: Mapping[str, str] | None = None, units: Mapping[str, str] | None = None,
+                positive: str | None = None, negative: str | None = None) -> bytes:
+    """Horizontal bars (e.g. LIME weights), largest |value| on top: positive values :data:`POSITIVE`, negative
+    :data:`NEGATIVE`.
+
+    The index may be feature columns or LIME rules (``original_firstorder_Range > 25.94``); names found in
+    ``display_names``/``units`` are replaced by the readable name and numbers get the unit. With
+    ``positive`` set, a legend names the class each colour pushes towards.
+    """
     s = series.iloc[::-1]
-    fig = Figure(figsize=(width, 0.36 * len(s) + 1.1))
+    fig = Figure(figsize=(width, 0.38 * len(s) + 1.4))
     ax = fig.add_subplot()
-    ax.barh(range(len(s)), s.to_numpy(dtype=float), color=[UP if v >= 0 else DOWN for v in s], height=0.65)
-    ax.set_yticks(range(len(s)), [_short(textwrap.shorten(str(i), 70), 60) for i in s.index], fontsize=8)
+    ax.barh(range(len(s)), s.to_numpy(dtype=float), color=[POSITIVE if v >= 0 else NEGATIVE for v in s],
+            height=0.65)
+    labels = [_short(textwrap.shorten(_rule_label(i, display_names, units), 80), 64) for i in s.index]
+    ax.set_yticks(range(len(s)), labels, fontsize=FONT_SMALL)
+    ax.tick_params(axis="x", labelsize=FONT_SMALL)
     ax.axvline(0, color="black", lw=0.8)
-    ax.set_xlabel(xlabel)
+    ax.set_xlabel(xlabel, fontsize=FONT)
     if title:
-        ax.set_title(title, fontsize=9)
+        ax.set_title(title, fontsize=FONT)
+    _direction_legend(ax, positive, negative, loc="upper center", bbox_to_anchor=(0.5, -0.12 - 0.9 / (len(s) + 3)),
+                      ncol=2)
     ax.spines[["top", "right"]].set_visible(False)
     return _png(fig)
 
 
 def grouped_bars(family: pd.Series, image_filter: pd.Series, *, xlabel: str, color: str | None = None) -> bytes:
-    """Two panels of signed bars: contributions summed per feature family and per image filter."""
-    fig = Figure(figsize=(8.4, 0.3 * max(len(family), len(image_filter)) + 1.6))
+    """Two panels of bars: contributions summed per feature family and per image filter (signed values in the
+    direction colours, or all in ``color``)."""
+    fig = Figure(figsize=(8.4, 0.34 * max(len(family), len(image_filter)) + 1.7))
     for k, (series, title) in enumerate(((family, "by feature family"), (image_filter, "by image filter"))):
         ax = fig.add_subplot(1, 2, k + 1)
         s = series.sort_values(key=np.abs, kind="stable")
         ax.barh(range(len(s)), s.to_numpy(dtype=float), height=0.6,
-                color=color or [UP if v >= 0 else DOWN for v in s])
-        ax.set_yticks(range(len(s)), list(s.index), fontsize=8)
+                color=color or [POSITIVE if v >= 0 else NEGATIVE for v in s])
+        ax.set_yticks(range(len(s)), list(s.index), fontsize=FONT_SMALL)
+        ax.tick_params(axis="x", labelsize=FONT_SMALL)
         ax.axvline(0, color="black", lw=0.8)
-        ax.set_title(title, fontsize=9)
-        ax.set_xlabel(xlabel, fontsize=8)
+        ax.set_title(title, fontsize=FONT)
+        ax.set_xlabel(xlabel, fontsize=FONT_SMALL)
         ax.spines[["top", "right"]].set_visible(False)
     fig.subplots_adjust(wspace=0.6)
     return _png(fig)
 
 
-def magnitude_bars(series: pd.Series, *, xlabel: str, title: str = "", color: str = "#34495e") -> bytes:
+def magnitude_bars(series: pd.Series, *, xlabel: str, title: str = "", color: str = "#34495e",
+                   display_names: Mapping[str, str] | None = None) -> bytes:
     """Horizontal bars of non-negative magnitudes, largest on top."""
     s = series.sort_values(kind="stable")
-    fig = Figure(figsize=(7.6, 0.34 * len(s) + 1.1))
+    fig = Figure(figsize=(7.6, 0.36 * len(s) + 1.2))
     ax = fig.add_subplot()
     ax.barh(range(len(s)), s.to_numpy(dtype=float), color=color, height=0.65)
-    ax.set_yticks(range(len(s)), [_short(i, 60) for i in s.index], fontsize=8)
-    ax.set_xlabel(xlabel)
+    ax.set_yticks(range(len(s)), [_short(_name(i, display_names), 60) for i in s.index], fontsize=FONT_SMALL)
+    ax.tick_params(axis="x", labelsize=FONT_SMALL)
+    ax.set_xlabel(xlabel, fontsize=FONT)
     if title:
-        ax.set_title(title, fontsize=9)
+        ax.set_title(title, fontsize=FONT)
     ax.spines[["top", "right"]].set_visible(False)
     return _png(fig)
 
@@ -210,15 +314,15 @@ def roc_curve_band(y: np.ndarray, p: np.ndarray, *, n_boot: int = 1000, seed: in
              "n_positive": int(y.sum())}
     if curves:
         lo, hi = np.percentile(curves, [2.5, 97.5], axis=0)
-        ax.fill_between(grid, lo, hi, color=UP, alpha=0.18, lw=0, label="95% bootstrap band")
+        ax.fill_between(grid, lo, hi, color=CURVE, alpha=0.18, lw=0, label="95% bootstrap band")
         stats["auc_ci_low"], stats["auc_ci_high"] = (float(v) for v in np.percentile(aucs, [2.5, 97.5]))
-    ax.plot(fpr, tpr, color=UP, lw=1.8, label=f"AUC {auc:.3f}")
+    ax.plot(fpr, tpr, color=CURVE, lw=1.8, label=f"AUC {auc:.3f}")
     if threshold is not None:
         yhat = p >= threshold
         sens = (yhat & (y == 1)).sum() / max(1, (y == 1).sum())
         spec = (~yhat & (y == 0)).sum() / max(1, (y == 0).sum())
         ax.plot([1 - spec], [sens], "o", color="black", ms=5, label=f"threshold {threshold:.2f}")
-    _roc_axes(ax, legend_size=8)
+    _roc_axes(ax, legend_size=FONT_SMALL)
     return _png(fig), stats
 
 
@@ -259,14 +363,14 @@ def calibration(y: np.ndarray, p: np.ndarray, *, bins: int = 10) -> bytes:
     ax = fig.add_subplot()
     ax.plot([0, 1], [0, 1], color=GREY, lw=0.8, ls="--", label="perfect calibration")
     xs, ys = np.array(xs), np.array(ys)
-    ax.errorbar(xs, ys, yerr=[ys - np.array(lo), np.array(hi) - ys], fmt="o-", color=DOWN, ms=4, lw=1.2,
+    ax.errorbar(xs, ys, yerr=[ys - np.array(lo), np.array(hi) - ys], fmt="o-", color=CURVE, ms=4, lw=1.2,
                 capsize=2, label="observed (95% CI)")
     ax.set_xlabel("mean predicted probability")
     ax.set_ylabel("observed share of positives")
     ax.set_xlim(0, 1)
     ax.set_ylim(0, 1)
     ax.set_aspect("equal")
-    ax.legend(loc="upper left", fontsize=8, frameon=False)
+    ax.legend(loc="upper left", fontsize=FONT_SMALL, frameon=False)
     return _png(fig)
 
 
@@ -282,17 +386,40 @@ def confusion(y: np.ndarray, p: np.ndarray, threshold: float, classes: tuple[str
         for q in (0, 1):
             ax.text(q, t, f"{m[t, q]}\n({m[t, q] / max(1, m[t].sum()):.0%} of row)", ha="center", va="center",
                     fontsize=10)
-    ax.set_xticks([0, 1], [f"predicted\n{_short(c, 18)}" for c in classes], fontsize=8)
-    ax.set_yticks([0, 1], [f"true\n{_short(c, 18)}" for c in classes], fontsize=8)
+    ax.set_xticks([0, 1], [f"predicted\n{_short(c, 18)}" for c in classes], fontsize=FONT_SMALL)
+    ax.set_yticks([0, 1], [f"true\n{_short(c, 18)}" for c in classes], fontsize=FONT_SMALL)
     ax.set_title(f"threshold {threshold:.3f}", fontsize=9)
     return _png(fig), {"tn": int(m[0, 0]), "fp": int(m[0, 1]), "fn": int(m[1, 0]), "tp": int(m[1, 1])}
 
 
-def beeswarm(shap: pd.DataFrame, values: pd.DataFrame, *, top: int = 15, seed: int = 42) -> bytes:
-    """SHAP value of each case for the ``top`` features; colour = the case's feature value (rank in cohort)."""
+def _direction_hints(ax, positive: str | None, negative: str | None, *, axis: str = "x") -> None:
+    """Coloured words at the ends of the SHAP axis naming the class each side pushes towards."""
+    if positive is None:
+        return
+    away = f"towards {negative}" if negative else f"away from {positive}"
+    if axis == "x":
+        ax.text(0.0, 1.01, f"← {away}", transform=ax.transAxes, ha="left", va="bottom", color=NEGATIVE,
+                fontsize=FONT_SMALL, fontweight="bold")
+        ax.text(1.0, 1.01, f"towards {positive} →", transform=ax.transAxes, ha="right", va="bottom",
+                color=POSITIVE, fontsize=FONT_SMALL, fontweight="bold")
+    else:
+        ax.text(0.01, 0.99, f"↑ towards {positive}", transform=ax.transAxes, ha="left", va="top", color=POSITIVE,
+                fontsize=FONT_SMALL, fontweight="bold")
+        ax.text(0.01, 0.01, f"↓ {away}", transform=ax.transAxes, ha="left", va="bottom", color=NEGATIVE,
+                fontsize=FONT_SMALL, fontweight="bold")
+
+
+def beeswarm(shap: pd.DataFrame, values: pd.DataFrame, *, top: int = 15, seed: int = 42,
+             display_names: Mapping[str, str] | None = None, positive: str | None = None,
+             negative: str | None = None) -> bytes:
+    """SHAP value of each case for the ``top`` features; colour = the case's feature value (rank in cohort).
+
+    The feature value uses :data:`VALUE_CMAP` (no red or blue), so colour never competes with the direction
+    colours, which label the ends of the SHAP axis when ``positive`` is given.
+    """
     order = shap.abs().mean().sort_values(ascending=False, kind="stable").index[:top]
     rng = np.random.default_rng(seed)
-    fig = Figure(figsize=(7.8, 0.38 * len(order) + 1.4))
+    fig = Figure(figsize=(7.8, 0.4 * len(order) + 1.7))
     ax = fig.add_subplot()
     sc = None
     for row, name in enumerate(reversed(list(order))):
@@ -303,46 +430,78 @@ def beeswarm(shap: pd.DataFrame, values: pd.DataFrame, *, top: int = 15, seed: i
         hist, edges = np.histogram(s, bins=40)
         dens = hist[np.clip(np.searchsorted(edges, s, side="right") - 1, 0, len(hist) - 1)] / max(1, hist.max())
         y = row + (rng.random(len(s)) - 0.5) * 0.75 * np.sqrt(dens)
-        sc = ax.scatter(s, y, c=np.nan_to_num(colour, nan=0.5), cmap="coolwarm", vmin=0, vmax=1, s=9, lw=0)
+        sc = ax.scatter(s, y, c=np.nan_to_num(colour, nan=0.5), cmap=VALUE_CMAP, vmin=0, vmax=1, s=10, lw=0)
     ax.axvline(0, color=GREY, lw=0.8)
-    ax.set_yticks(range(len(order)), [_short(n, 48) for n in reversed(list(order))], fontsize=8)
-    ax.set_xlabel("SHAP value (change in predicted probability)")
+    ax.set_yticks(range(len(order)), [_short(_name(n, display_names), 52) for n in reversed(list(order))],
+                  fontsize=FONT_SMALL)
+    ax.tick_params(axis="x", labelsize=FONT_SMALL)
+    target = f" of {positive}" if positive else ""
+    ax.set_xlabel(f"SHAP value (change in predicted probability{target})", fontsize=FONT)
     ax.spines[["top", "right"]].set_visible(False)
+    _direction_hints(ax, positive, negative, axis="x")
     if sc is not None:
         cb = fig.colorbar(sc, ax=ax, fraction=0.03, pad=0.02, ticks=[0, 1])
-        cb.ax.set_yticklabels(["low", "high"], fontsize=8)
-        cb.set_label("feature value", fontsize=8)
+        cb.ax.set_yticklabels(["low", "high"], fontsize=FONT_SMALL)
+        cb.set_label("feature value (rank in cohort)", fontsize=FONT_SMALL)
     return _png(fig)
 
 
-def _dependence_axes(ax, name: str) -> None:
-    """Zero line, labels and light frame shared by the binary and per-class dependence plots."""
+def _dependence_axes(ax, name: str, display_names: Mapping[str, str] | None = None,
+                     units: Mapping[str, str] | None = None) -> None:
+    """Zero line, labels, plain-number ticks and light frame shared by the binary and per-class dependence plots."""
     ax.axhline(0, color=GREY, lw=0.8)
-    ax.set_xlabel(_short(name, 50), fontsize=8)
-    ax.set_ylabel("SHAP value", fontsize=8)
-    ax.tick_params(labelsize=7)
+    ax.set_xlabel(_short(_axis_label(name, display_names, units), 46), fontsize=FONT)
+    ax.set_ylabel("SHAP value", fontsize=FONT)
+    ax.tick_params(labelsize=FONT_SMALL)
+    ax.xaxis.set_major_locator(MaxNLocator(nbins=4))  # plain numbers such as 125,000 are wide
+    _plain_ticks(ax.xaxis)
+    _plain_ticks(ax.yaxis)
     ax.spines[["top", "right"]].set_visible(False)
 
 
-def dependence(name: str, x: pd.Series, s: pd.Series, labels: pd.Series | None = None) -> bytes:
-    """SHAP value of one feature against its value; points coloured by true class when known."""
-    fig = Figure(figsize=(4.2, 3.4))
+def class_colours(labels, positive: str | None = None) -> dict[str, str]:
+    """{class: colour}: with two classes, ``positive`` is :data:`POSITIVE` and the other :data:`NEGATIVE`.
+
+    Without ``positive`` the second class in sorted order is taken as positive (the model stage's rule for
+    two text labels); more classes get :data:`CLASS_COLOURS` in sorted order.
+    """
+    names = sorted({str(v) for v in labels})
+    if len(names) <= 2:
+        pos = str(positive) if positive is not None else (names[-1] if len(names) == 2 else None)
+        return {n: POSITIVE if n == pos else NEGATIVE for n in names}
+    return {n: _class_colour(k) for k, n in enumerate(names)}
+
+
+def dependence(name: str, x: pd.Series, s: pd.Series, labels: pd.Series | None = None, *,
+               display_names: Mapping[str, str] | None = None, units: Mapping[str, str] | None = None,
+               positive: str | None = None, negative: str | None = None) -> bytes:
+    """SHAP value of one feature against its value; points coloured by true class when known.
+
+    The positive class's cases are :data:`POSITIVE` and the negative class's :data:`NEGATIVE`, the same colours
+    that mean "towards" that class in the waterfall and LIME bars.
+    """
+    fig = Figure(figsize=(3.7, 3.1))
     ax = fig.add_subplot()
     if labels is not None and labels.notna().any():
-        for (lab, grp), colour in zip(labels.groupby(labels), (DOWN, UP, "#27ae60", "#8e44ad"), strict=False):
-            idx = grp.index
-            ax.scatter(x[idx], s[idx], s=10, lw=0, color=colour, alpha=0.8, label=str(lab))
-        ax.legend(fontsize=7, frameon=False, title="true class", title_fontsize=7)
+        colours = class_colours(labels.dropna(), positive)
+        # the negative class first, so the positive cases are drawn on top
+        for lab in sorted(colours, key=lambda c: colours[c] == POSITIVE):
+            idx = labels.index[labels.astype(str) == lab]
+            ax.scatter(x[idx], s[idx], s=12, lw=0, color=colours[lab], alpha=0.8, label=_short(lab, 24))
+        ax.legend(fontsize=FONT_SMALL, frameon=False, title="true class", title_fontsize=FONT_SMALL, markerscale=1.8,
+                  loc="lower left", bbox_to_anchor=(0, 1.0), ncol=2, alignment="left")
     else:
-        ax.scatter(x, s, s=10, lw=0, color="#34495e", alpha=0.8)
-    _dependence_axes(ax, name)
+        ax.scatter(x, s, s=12, lw=0, color="#34495e", alpha=0.8)
+    _dependence_axes(ax, name, display_names, units)
+    if positive is not None:
+        ax.set_ylabel(f"SHAP value (> 0: towards {_short(positive, 20)})", fontsize=FONT)
     return _png(fig)
 
 
-def heatmap(matrix: pd.DataFrame, *, title: str, vmin: float = -1, vmax: float = 1) -> bytes:
-    """Annotated square matrix (fold x fold rank correlations)."""
+def heatmap(matrix: pd.DataFrame, *, title: str, vmin: float = -1, vmax: float = 1, missing: str = "–") -> bytes:
+    """Annotated square matrix (fold x fold rank correlations); a missing cell is written ``missing``."""
     n = len(matrix)
-    size = min(8.0, 1.6 + 0.45 * n)
+    size = min(8.0, 1.8 + 0.5 * n)
     fig = Figure(figsize=(size + 0.8, size))
     ax = fig.add_subplot()
     im = ax.imshow(matrix.to_numpy(dtype=float), cmap="viridis", vmin=vmin, vmax=vmax)
@@ -350,19 +509,22 @@ def heatmap(matrix: pd.DataFrame, *, title: str, vmin: float = -1, vmax: float =
         for i in range(n):
             for j in range(n):
                 v = matrix.iat[i, j]
-                ax.text(j, i, f"{v:.2f}", ha="center", va="center", fontsize=7,
-                        color="white" if v < (vmin + vmax) / 2 else "black")
-    ax.set_xticks(range(n), list(matrix.columns), rotation=90, fontsize=7)
-    ax.set_yticks(range(n), list(matrix.index), fontsize=7)
-    ax.set_title(title, fontsize=9)
-    fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04)
+                text = missing if pd.isna(v) else f"{v:.2f}"
+                ax.text(j, i, text, ha="center", va="center", fontsize=FONT_SMALL,
+                        color="black" if pd.isna(v) or v >= (vmin + vmax) / 2 else "white")
+    ax.set_xticks(range(n), list(matrix.columns), rotation=90, fontsize=FONT_SMALL)
+    ax.set_yticks(range(n), list(matrix.index), fontsize=FONT_SMALL)
+    ax.set_title(title, fontsize=FONT)
+    cb = fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04)
+    cb.ax.tick_params(labelsize=FONT_SMALL)
     return _png(fig)
 
 
 # ---------------------------------------------------------------- multi-class figures
 
-CLASS_COLOURS = ("#2471a3", "#c0392b", "#27ae60", "#8e44ad", "#d35400", "#16a085", "#7f8c8d", "#b7950b",
-                 "#2c3e50", "#e84393")
+# Okabe–Ito, in an order that starts with the binary pair (negative, positive), then black and greys
+CLASS_COLOURS = (NEGATIVE, POSITIVE, "#009E73", "#CC79A7", "#E69F00", "#56B4E9", "#F0E442", "#000000",
+                 "#999999", "#5f4b8b")
 
 
 def _class_colour(k: int) -> str:
@@ -398,7 +560,7 @@ def roc_curves_ovr(y: np.ndarray, prob: np.ndarray, classes: list[str], *, n_boo
         if np.isfinite(aucs[k]):
             fpr, tpr, _ = roc_curve(y == k, prob[:, k])
             ax.plot(fpr, tpr, color=_class_colour(k), lw=1.6, label=f"{_short(name, 24)} vs rest: AUC {aucs[k]:.3f}")
-    _roc_axes(ax, legend_size=7)
+    _roc_axes(ax, legend_size=FONT_SMALL)
     macro = float(np.nanmean(aucs)) if np.isfinite(aucs).any() else float("nan")
     stats = {"auc": macro, "auc_ci_low": None, "auc_ci_high": None, "n": int(len(y)),
              "per_class": {str(c): (float(a) if np.isfinite(a) else None) for c, a in zip(classes, aucs, strict=True)}}
@@ -420,14 +582,15 @@ def confusion_multiclass(y: np.ndarray, pred: np.ndarray, classes: list[str]) ->
     for t in range(k):
         for q in range(k):
             ax.text(q, t, f"{m[t, q]}\n({m[t, q] / max(1, m[t].sum()):.0%})", ha="center", va="center",
-                    fontsize=9 if k <= 4 else 7)
-    ax.set_xticks(range(k), [f"predicted\n{_short(c, 14)}" for c in classes], fontsize=7)
-    ax.set_yticks(range(k), [f"true\n{_short(c, 14)}" for c in classes], fontsize=7)
+                    fontsize=FONT_SMALL)
+    ax.set_xticks(range(k), [f"predicted\n{_short(c, 14)}" for c in classes], fontsize=FONT_SMALL)
+    ax.set_yticks(range(k), [f"true\n{_short(c, 14)}" for c in classes], fontsize=FONT_SMALL)
     ax.set_title("most probable class (share of row)", fontsize=9)
     return _png(fig), m.tolist()
 
 
-def class_magnitude_bars(frame: pd.DataFrame, *, xlabel: str) -> bytes:
+def class_magnitude_bars(frame: pd.DataFrame, *, xlabel: str,
+                         display_names: Mapping[str, str] | None = None) -> bytes:
     """Stacked horizontal bars: rows are features (largest total on top), columns are classes."""
     f = frame.loc[frame.sum(axis=1).sort_values(kind="stable").index]
     fig = Figure(figsize=(7.6, 0.34 * len(f) + 1.4))
@@ -437,19 +600,22 @@ def class_magnitude_bars(frame: pd.DataFrame, *, xlabel: str) -> bytes:
         ax.barh(range(len(f)), f[name].to_numpy(dtype=float), left=left, color=_class_colour(k), height=0.65,
                 label=str(name))
         left += f[name].to_numpy(dtype=float)
-    ax.set_yticks(range(len(f)), [_short(i, 60) for i in f.index], fontsize=8)
+    ax.set_yticks(range(len(f)), [_short(_name(i, display_names), 60) for i in f.index], fontsize=FONT_SMALL)
     ax.set_xlabel(xlabel)
-    ax.legend(fontsize=7, frameon=False, title="class", title_fontsize=7, loc="lower right")
+    ax.legend(fontsize=FONT_SMALL, frameon=False, title="class", title_fontsize=FONT_SMALL, loc="lower right")
     ax.spines[["top", "right"]].set_visible(False)
     return _png(fig)
 
 
-def dependence_by_class(name: str, x: pd.Series, shap_by_class: dict[str, pd.Series]) -> bytes:
+def dependence_by_class(name: str, x: pd.Series, shap_by_class: dict[str, pd.Series], *,
+                        display_names: Mapping[str, str] | None = None,
+                        units: Mapping[str, str] | None = None) -> bytes:
     """SHAP value of one feature towards each class (one colour per class) against the feature's value."""
-    fig = Figure(figsize=(4.2, 3.4))
+    fig = Figure(figsize=(3.7, 3.1))
     ax = fig.add_subplot()
     for k, (label, s) in enumerate(shap_by_class.items()):
-        ax.scatter(x, s, s=9, lw=0, color=_class_colour(k), alpha=0.75, label=str(label))
-    ax.legend(fontsize=7, frameon=False, title="towards class", title_fontsize=7)
-    _dependence_axes(ax, name)
+        ax.scatter(x, s, s=10, lw=0, color=_class_colour(k), alpha=0.75, label=_short(label, 24))
+    ax.legend(fontsize=FONT_SMALL, frameon=False, title="towards class", title_fontsize=FONT_SMALL, markerscale=1.8,
+              loc="lower left", bbox_to_anchor=(0, 1.0), ncol=2, alignment="left")
+    _dependence_axes(ax, name, display_names, units)
     return _png(fig)
