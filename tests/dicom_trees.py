@@ -349,3 +349,40 @@ def write_dicom_tree(root: Path, *, problems: bool = True) -> dict:
         "patient_names": [name for name, _ in zip(TREE_NAMES, patient_ids, strict=False)],
         "birth_date": TREE_BIRTH_DATE,
     }
+
+
+# ---------------------------------------------------------------------------------- the IBSI CT phantom
+
+def write_ibsi_phantom_tree(root: Path, phantom: Path) -> dict:
+    """The IBSI CT phantom (NIfTI pair in ``phantom``) rewritten as a PACS export:
+    ``PAT1/<study date>_CT/<series>/*.dcm``, with an RTSTRUCT in its own series folder whose contours are
+    traced on the NIfTI reference mask (scikit-image's marching squares at level 0.5, one polygon per
+    boundary, holes as inner polygons). Returns {"mask": the reference array (z, y, x), "rtstruct": path}.
+    """
+    import SimpleITK as sitk
+    from skimage.measure import find_contours
+
+    image = sitk.ReadImage(str(phantom / "image.nii.gz"))
+    reference = sitk.GetArrayFromImage(sitk.ReadImage(str(phantom / "mask.nii.gz"))).astype(bool)
+    hounsfield = np.round(sitk.GetArrayFromImage(image)).astype(np.int32)
+    origin, spacing = np.array(image.GetOrigin()), np.array(image.GetSpacing())
+    ids = {"PatientID": "PAT1", "PatientName": "PAT1", "StudyDate": "20160801"}
+    study, frame = generate_uid(), generate_uid()
+    folder = root / "PAT1" / "20160801_CT"
+    z_positions = origin[2] + spacing[2] * np.arange(hounsfield.shape[0])
+    series = write_series(folder / "2_CT_THORAX", (hounsfield + 1000).astype(np.uint16), z_positions=z_positions,
+                          spacing=(spacing[1], spacing[0]), origin_xy=(origin[0], origin[1]), intercept=-1000,
+                          frame_uid=frame, study_uid=study, SeriesNumber=2, SliceThickness=spacing[2], **ids)
+    contours = []
+    for z, plane in enumerate(reference):
+        if not plane.any():
+            continue
+        padded = np.pad(plane.astype(float), 1)  # closed polygons also where the ROI touches the image edge
+        for points in find_contours(padded, 0.5):
+            rows, columns = points[:, 0] - 1, points[:, 1] - 1
+            contours.append(np.column_stack([origin[0] + columns * spacing[0], origin[1] + rows * spacing[1],
+                                             np.full(len(rows), z_positions[z])])[:-1])  # last point repeats the first
+    rtstruct = folder / "3_RTSTRUCT" / "RS.dcm"
+    write_rtstruct(rtstruct, frame, {"GTV-1": contours}, referenced_series=series, StudyInstanceUID=study,
+                   SeriesNumber=3, **ids)
+    return {"mask": reference, "rtstruct": rtstruct, "n_contours": len(contours)}

@@ -237,3 +237,48 @@ def test_a_datasets_entry_may_say_layout_dicom(tree):
     cohort = discover("export", DatasetSpec(root=root, layout="dicom", labels=None))
     assert len(cohort.cases) == 5 and len(cohort.problems) == 3
     assert any("DICOM tree: 5 case(s)" in note for note in cohort.notes)
+
+
+# ------------------------------------------------------------------------------ IBSI CT phantom (real data)
+
+
+@pytest.mark.realdata
+def test_ibsi_ct_phantom_as_a_pacs_export_extracts_with_no_configuration(data_dir, tmp_path):
+    """Acceptance: the CT phantom as PAT1/<study>/<series>/*.dcm with the RTSTRUCT in its own series folder,
+    `radpipe extract <tree>` with no recipe. The contours are marching-squares traces of the NIfTI reference
+    mask at level 0.5: they pass half-way between inside and outside voxel centres, so no centre lies on a
+    contour and the centre-inside rule has no boundary cases to decide: the voxel count must be exact."""
+    from typer.testing import CliRunner
+
+    from radpipe.cli import app
+    from tests.dicom_trees import write_ibsi_phantom_tree
+
+    written = write_ibsi_phantom_tree(tmp_path / "export", data_dir / "ibsi" / "ct_phantom")
+    assert written["mask"].sum() == 125256
+    result = CliRunner().invoke(app, ["extract", str(tmp_path / "export"), "--out", str(tmp_path / "out"),
+                                      "--pseudonymise", str(tmp_path / "key.json")])
+    assert result.exit_code == 0, result.output
+    diagnostics = pd.read_csv(tmp_path / "out" / "diagnostics.csv")
+    assert diagnostics["roi_voxels"].tolist() == [125256]
+    assert diagnostics["modality"].tolist() == ["CT"] and diagnostics["image_size"].tolist() == ["204x201x60"]
+    files = [p for p in (tmp_path / "out").rglob("*") if p.is_file()]
+    assert {"features.csv", "diagnostics.csv", "qc.csv", "manifest.json"} <= {p.name for p in files}
+    for path in files:
+        assert b"PAT1" not in path.read_bytes(), f"PAT1 in {path.name}"
+
+
+@pytest.mark.realdata
+def test_ibsi_ct_phantom_original_files_nested_as_exported(data_dir, tmp_path):
+    """The phantom's own 60 slices and RTSTRUCT (PatientID '1'), moved into patient/study/series folders:
+    indexed, paired by the RTSTRUCT's series reference, and rasterised to the reference mask exactly."""
+    source = data_dir / "ibsi" / "ct_phantom" / "dicom"
+    study = tmp_path / "export" / "1" / "study"
+    shutil.copytree(source / "image", study / "CT")
+    shutil.copytree(source / "rtstruct", study / "RTSTRUCT")
+    cohort = load_cohort(tmp_path / "export")
+    assert [c.case_id for c in cohort.cases] == ["1"] and not cohort.problems
+    image, _ = read_image(cohort.cases[0].image)
+    mask, notes = read_case_mask(cohort.cases[0].mask, image, None)
+    reference = sitk.GetArrayFromImage(sitk.ReadImage(str(data_dir / "ibsi" / "ct_phantom" / "mask.nii.gz")))
+    np.testing.assert_array_equal(sitk.GetArrayFromImage(mask), reference.astype(np.uint8))
+    assert any("'GTV-1' used: the only structure with contours" in n for n in notes)
