@@ -202,3 +202,58 @@ def test_extract_external_cohort_with_reference_reuses_the_frozen_width(tmp_path
                                   "--reference", str(tmp_path / "nowhere")])
     assert missing.exit_code == 2
     assert "reference not found" in said(missing) and "nowhere" in said(missing)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Finding 8 (helper H2): a per-case folder whose mask/ held the RTSTRUCT was read as an image series ("No DICOM
+# image series in .../mask"); a one-structure RTSTRUCT still demanded extract.roi_name; a folder of per-case
+# folders needed `layout: per_case` in datasets.yaml.
+# ---------------------------------------------------------------------------------------------------------
+
+def _per_case_dicom_cohort(folder, *, rois: tuple[str, ...] = ("GTV",)):
+    """<folder>/case01/image/ (a CT series) + <folder>/case01/mask/ (one RTSTRUCT), no datasets.yaml."""
+    import numpy as np
+    from pydicom.uid import generate_uid
+
+    from tests.dicom_trees import square, write_rtstruct, write_series
+
+    frame = generate_uid()
+    series = write_series(folder / "case01" / "image", np.full((4, 12, 12), 1100, np.uint16), spacing=(1.0, 1.0),
+                          origin_xy=(0.0, 0.0), frame_uid=frame)
+    contours = {name: [square(1.5 + i, 1.5 + i, 8.5 + i, 8.5 + i, 2.5 * z) for z in (1, 2)] for i, name in enumerate(rois)}
+    write_rtstruct(folder / "case01" / "mask" / "RS1.dcm", frame, contours, referenced_series=series)
+    return folder
+
+
+def test_per_case_folder_with_the_rtstruct_in_mask_extracts_with_no_configuration(tmp_path):
+    import pandas as pd
+
+    cohort = _per_case_dicom_cohort(tmp_path / "cohort")
+    result = runner.invoke(app, ["extract", str(cohort), "--out", str(tmp_path / "out")])
+    assert result.exit_code == 0, result.output
+    assert "No DICOM image series" not in said(result)
+    diagnostics = pd.read_csv(tmp_path / "out" / "diagnostics.csv")
+    assert diagnostics["case_id"].tolist() == ["case01"] and diagnostics["roi_voxels"].tolist() == [7 * 7 * 2]
+    assert diagnostics["modality"].tolist() == ["CT"]
+
+
+def test_rtstruct_with_several_structures_and_no_roi_name_lists_them_in_qc(tmp_path):
+    import pandas as pd
+
+    cohort = _per_case_dicom_cohort(tmp_path / "cohort", rois=("GTV", "Lung-L"))
+    result = runner.invoke(app, ["extract", str(cohort), "--out", str(tmp_path / "out")])
+    assert result.exit_code == 1, result.output  # a case failed, the run did not
+    reason = pd.read_csv(tmp_path / "out" / "qc.csv").set_index("case_id").loc["case01", "reason"]
+    assert "2 structures" in reason and "'GTV'" in reason and "'Lung-L'" in reason and "extract.roi_name" in reason
+
+
+def test_a_folder_in_no_known_layout_is_exit_2_listing_what_it_holds(tmp_path):
+    folder = tmp_path / "scans"
+    (folder / "notes").mkdir(parents=True)
+    for name in ("a.nii.gz", "b.nii.gz", "notes/readme.txt"):
+        (folder / name).write_bytes(b"x")
+    result = runner.invoke(app, ["extract", str(folder), "--out", str(tmp_path / "out")])
+    assert result.exit_code == 2, result.output
+    text = said(result)
+    assert "cannot tell how the cohort" in text and "2 .nii.gz, 1 .txt file(s) and 1 sub-folder(s)" in text
+    assert "images/ + masks/" in text and "DICOM tree" in text
