@@ -246,3 +246,32 @@ def test_plain_numbers_and_readable_labels():
     assert plots._rule_label("original_firstorder_Range > 1234.56", names, units) == "Intensity range > 1,235 HU"
     assert plots._rule_label("age > 60", names, units) == "age > 60"
     assert min(plots.FONT, plots.FONT_SMALL) >= 9
+
+
+def test_codebook_of_a_real_pyradiomics_run_on_every_image_type():
+    """Column names as pyradiomics really writes them (not built by hand) all get a unit, name and sentence."""
+    import SimpleITK as sitk
+    from radiomics import featureextractor
+
+    rng = np.random.default_rng(0)
+    image = sitk.GetImageFromArray(rng.normal(100, 20, (12, 16, 16)).astype(np.float32))
+    image.SetSpacing((0.8, 0.8, 2.0))
+    mask_array = np.zeros((12, 16, 16), np.uint8)
+    mask_array[3:9, 4:12, 4:12] = 1
+    mask = sitk.GetImageFromArray(mask_array)
+    mask.CopyInformation(image)
+    extractor = featureextractor.RadiomicsFeatureExtractor(binCount=8)
+    extractor.enableAllFeatures()
+    for name in ("Original", "Square", "SquareRoot", "Logarithm", "Exponential", "Gradient"):
+        extractor.enableImageTypeByName(name)
+    extractor.enableImageTypeByName("LoG", customArgs={"sigma": [1.0, 2.5]})
+    extractor.enableImageTypeByName("Wavelet", customArgs={"start_level": 0, "level": 2})
+    columns = [k for k in extractor.execute(image, mask) if not k.startswith("diagnostics")]
+    assert {"log-sigma-2-5-mm-3D", "wavelet2-LLL", "squareroot"} <= {c.split("_")[0] for c in columns}
+    book = codebook_table(columns, {"setting": {"binCount": 8}}, intensity_unit="HU").set_index("column")
+    assert (book[["unit", "display_name", "description"]] != "").all().all()
+    assert book["display_name"].is_unique
+    assert book.loc["log-sigma-2-5-mm-3D_firstorder_Mean", "display_name"] == "Mean intensity · LoG σ = 2.5 mm"
+    assert book.loc["wavelet2-LLL_glcm_Contrast", "display_name"] == "GLCM contrast · wavelet LLL, level 2"
+    assert book.loc["original_firstorder_Variance", "unit"] == "HU²"
+    assert book.loc["gradient_firstorder_Variance", "unit"] == "a.u.² (filtered)"
