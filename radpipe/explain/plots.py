@@ -452,7 +452,8 @@ def _dependence_axes(ax, name: str, display_names: Mapping[str, str] | None = No
     ax.axhline(0, color=GREY, lw=0.8)
     ax.set_xlabel(_short(_axis_label(name, display_names, units), 46), fontsize=FONT)
     ax.set_ylabel("SHAP value", fontsize=FONT)
-    ax.tick_params(labelsize=FONT_SMALL)
+    # shown in a grid of ~360 px columns, i.e. at ~85% of natural size: one point larger than elsewhere
+    ax.tick_params(labelsize=FONT)
     ax.xaxis.set_major_locator(MaxNLocator(nbins=4))  # plain numbers such as 125,000 are wide
     _plain_ticks(ax.xaxis)
     _plain_ticks(ax.yaxis)
@@ -488,7 +489,7 @@ def dependence(name: str, x: pd.Series, s: pd.Series, labels: pd.Series | None =
         for lab in sorted(colours, key=lambda c: colours[c] == POSITIVE):
             idx = labels.index[labels.astype(str) == lab]
             ax.scatter(x[idx], s[idx], s=12, lw=0, color=colours[lab], alpha=0.8, label=_short(lab, 24))
-        ax.legend(fontsize=FONT_SMALL, frameon=False, title="true class", title_fontsize=FONT_SMALL, markerscale=1.8,
+        ax.legend(fontsize=FONT, frameon=False, title="true class", title_fontsize=FONT, markerscale=1.8,
                   loc="lower left", bbox_to_anchor=(0, 1.0), ncol=2, alignment="left")
     else:
         ax.scatter(x, s, s=12, lw=0, color="#34495e", alpha=0.8)
@@ -615,7 +616,7 @@ def dependence_by_class(name: str, x: pd.Series, shap_by_class: dict[str, pd.Ser
     ax = fig.add_subplot()
     for k, (label, s) in enumerate(shap_by_class.items()):
         ax.scatter(x, s, s=10, lw=0, color=_class_colour(k), alpha=0.75, label=_short(label, 24))
-    ax.legend(fontsize=FONT_SMALL, frameon=False, title="towards class", title_fontsize=FONT_SMALL, markerscale=1.8,
+    ax.legend(fontsize=FONT, frameon=False, title="towards class", title_fontsize=FONT, markerscale=1.8,
               loc="lower left", bbox_to_anchor=(0, 1.0), ncol=2, alignment="left")
     _dependence_axes(ax, name, display_names, units)
     return _png(fig)
