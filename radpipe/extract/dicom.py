@@ -17,11 +17,10 @@ import pydicom
 import SimpleITK as sitk
 
 from radpipe.errors import CaseError
+from radpipe.extract.dicom_index import NON_IMAGE_MODALITIES, has_dicom_preamble
 
 __all__ = ["is_dicom_folder", "read_dicom_series", "rasterise_rtstruct", "read_dicom_seg"]
 
-# Series of these modalities hold no image to extract features from.
-_NON_IMAGE_MODALITIES = {"RTSTRUCT", "SEG", "RTPLAN", "RTRECORD", "SR", "PR", "KO", "REG", "DOC"}
 
 # Metadata keys radpipe sets on images it returns (DICOM tag keys as SimpleITK spells them).
 _KEY_MODALITY = "0008|0060"
@@ -46,21 +45,12 @@ def is_dicom_folder(path: str | Path, *, max_files: int = 10) -> bool:
     for child in sorted(path.iterdir()):
         if not child.is_file() or child.name.startswith("."):
             continue
-        if _has_dicm_preamble(child):
+        if has_dicom_preamble(child):
             return True
         checked += 1
         if checked >= max_files:
             break
     return False
-
-
-def _has_dicm_preamble(path: Path) -> bool:
-    try:
-        with open(path, "rb") as handle:
-            handle.seek(128)
-            return handle.read(4) == b"DICM"
-    except OSError:
-        return False
 
 
 # ---------------------------------------------------------------------------------------- image series
@@ -175,7 +165,7 @@ def _image_series_in(folder: Path) -> dict[str, tuple[list[Path], list[pydicom.D
                 header = pydicom.dcmread(name, stop_before_pixels=True)
             except Exception:  # noqa: BLE001 - an unreadable file is left out and the series checked without it
                 continue
-            if str(header.get("Modality", "")).upper() in _NON_IMAGE_MODALITIES:
+            if str(header.get("Modality", "")).upper() in NON_IMAGE_MODALITIES:
                 continue
             files.append(Path(name))
             headers.append(header)
@@ -196,7 +186,7 @@ def _image_series_of(files: list[Path]) -> dict[str, tuple[list[Path], list[pydi
             header = pydicom.dcmread(path, stop_before_pixels=True)
         except Exception:  # noqa: BLE001 - an unreadable file is left out and the series checked without it
             continue
-        if str(header.get("Modality", "")).upper() in _NON_IMAGE_MODALITIES:
+        if str(header.get("Modality", "")).upper() in NON_IMAGE_MODALITIES:
             continue
         uid = str(header.get("SeriesInstanceUID", ""))
         series.setdefault(uid, ([], []))

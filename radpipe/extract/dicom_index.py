@@ -20,8 +20,8 @@ from radpipe.errors import CaseError
 __all__ = ["DicomIndex", "IndexedCase", "index_dicom_tree", "has_dicom_preamble", "segmentation_file_in"]
 
 _SEGMENTATION_MODALITIES = {"RTSTRUCT", "SEG"}
-# Series of these modalities hold no image to extract features from (as dicom._NON_IMAGE_MODALITIES).
-_NON_IMAGE_MODALITIES = {"RTSTRUCT", "SEG", "RTPLAN", "RTRECORD", "RTDOSE", "SR", "PR", "KO", "REG", "DOC"}
+#: Modalities whose series hold no image to extract features from.
+NON_IMAGE_MODALITIES = {"RTSTRUCT", "SEG", "RTPLAN", "RTRECORD", "RTDOSE", "SR", "PR", "KO", "REG", "DOC"}
 _DICOMDIR_SOP_CLASS = "1.2.840.10008.1.3.10"
 
 
@@ -165,7 +165,7 @@ def index_dicom_tree(root: str | Path) -> DicomIndex:
             if item.modality in _SEGMENTATION_MODALITIES:
                 segmentations.append(_segmentation(path, item, header))
 
-    images = {uid: s for uid, s in series.items() if s.modality not in _NON_IMAGE_MODALITIES}
+    images = {uid: s for uid, s in series.items() if s.modality not in NON_IMAGE_MODALITIES}
     paired: dict[str, list[_Segmentation]] = defaultdict(list)
     unpairable: list[tuple[_Segmentation, str]] = []
     disputed: set[str] = set()  # series named in an ambiguity: reported there, not counted as unsegmented
