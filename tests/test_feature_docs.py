@@ -51,6 +51,9 @@ def test_every_codebook_row_has_unit_display_name_and_description():
     # descriptions are one or two plain sentences, not pyradiomics' "16. Elongation" headings
     assert not book["description"].str.match(r"^\d+\.").any()
     assert book["description"].str.endswith(".").all()
+    # pyradiomics' own text stays available, with its formula, minus the "16." numbering
+    doc = book.set_index("column").loc["original_shape_Elongation", "pyradiomics_doc"]
+    assert doc.startswith("Elongation. ") and "\\lambda_{minor}" in doc
     assert book.set_index("column").loc["original_firstorder_Mean", "feature_qc"] == "constant in 2 of 12 cases"
     assert book.set_index("column").loc["original_firstorder_Median", "feature_qc"] == ""
 

@@ -86,7 +86,8 @@ def qc_table(results: list[CaseResult], extra_rows: list[dict] | None = None) ->
 
 @cache
 def _feature_docs() -> dict[tuple[str, str], str]:
-    """First line of each pyradiomics feature's docstring, keyed by (class, feature)."""
+    """Each pyradiomics feature's docstring on one line (title without its number, formula, notes),
+    keyed by (class, feature): the source that the codebook's plain sentences were written from."""
     from radiomics import getFeatureClasses
 
     docs = {}
@@ -94,8 +95,9 @@ def _feature_docs() -> dict[tuple[str, str], str]:
         for feature in feature_class.getFeatureNames():
             method = getattr(feature_class, f"get{feature}FeatureValue", None)
             text = (method.__doc__ or "").strip() if method else ""
-            first = re.split(r"\n\s*\n", text)[0] if text else ""
-            docs[(class_name, feature)] = " ".join(first.replace("**", "").split())
+            text = re.sub(r"^\*\*\d+\.\s*(.*?)\*\*", r"\1.", text)  # "**16. Elongation**" -> "Elongation."
+            text = text.replace(".. math::", "Formula:")
+            docs[(class_name, feature)] = " ".join(text.replace("**", "").split())
     return docs
 
 
