@@ -193,7 +193,8 @@ def discover(name: str, spec: DatasetSpec) -> Cohort:
 _DICOM_SAMPLE = 200
 _LAYOUT_HELP = (
     "radpipe recognises: images/ + masks/ folders (files named by case id); one sub-folder per case holding "
-    "image* and mask* (files or DICOM folders); a DICOM tree in any nesting (image series with an RTSTRUCT or "
+    "image* and mask* (files or DICOM folders); files side by side named <case>_image.* and <case>_mask.* "
+    "(or _label, _seg); a DICOM tree in any nesting (image series with an RTSTRUCT or "
     "DICOM-SEG); or a pyradiomics batch CSV with Image and Mask columns. Other arrangements can be described in "
     "a datasets.yaml entry (images/masks globs, case_pattern)"
 )
@@ -213,7 +214,9 @@ def detect_layout(folder: str | Path, *, base: DatasetSpec | None = None) -> Lay
     """Inspect a cohort folder and say which layout it is in.
 
     Rules, in order: ``images/`` and ``masks/`` sub-folders → ``folders``; sub-folders holding ``image*`` and
-    ``mask*`` entries (files or folders) → ``per_case``; a CSV with ``Image`` and ``Mask`` columns →
+    ``mask*`` entries (files or folders) → ``per_case``; files side by side named ``<case>_image.<ext>`` and
+    ``<case>_label.<ext>`` (or ``_mask``, ``_seg``) → ``folders`` with globs and a ``case_pattern`` for
+    them; a CSV with ``Image`` and ``Mask`` columns →
     ``pyradiomics_csv``; DICOM files anywhere below (the ``DICM`` preamble of at most 200 files is checked, so
     a large export is not read through) → ``dicom``.
 
@@ -267,6 +270,14 @@ def detect_layout(folder: str | Path, *, base: DatasetSpec | None = None) -> Lay
         return LayoutGuess("per_case", spec("per_case"),
                            f"per-case folders: {len(case_folders)} cases ({kind}){rest}{with_labels}")
 
+    flat = _flat_pairs([p for p in children if p.is_file()])
+    if flat:
+        image_end, mask_end, n_pairs, example = flat
+        pattern = f"(?P<case_id>.+)(?:{re.escape(image_end)}|{re.escape(mask_end)})"
+        return LayoutGuess("folders", spec("folders", images=f"*{image_end}", masks=f"*{mask_end}", case_pattern=pattern),
+                           f"image/mask file pairs: {n_pairs} cases ({example}{image_end} + {example}{mask_end})"
+                           f"{with_labels}")
+
     for csv_file in (p for p in children if p.is_file() and p.suffix.lower() == ".csv"):
         header = pd.read_csv(csv_file, nrows=0, encoding="utf-8-sig").columns.str.lower()
         if {"image", "mask"} <= set(header):
@@ -283,6 +294,29 @@ def detect_layout(folder: str | Path, *, base: DatasetSpec | None = None) -> Lay
 
     raise ConfigError(f"cannot tell how the cohort in {root} is laid out: it holds {_describe_contents(root)}. "
                       + _LAYOUT_HELP, key="layout")
+
+
+_FLAT_NAME = re.compile(r"(?P<case_id>.+?)(?P<end>[_-](?P<kind>image|img|mask|label|labels|seg|segmentation)\.[a-z0-9.]+)",
+                        re.IGNORECASE)
+
+
+def _flat_pairs(files: list[Path]) -> tuple[str, str, int, str] | None:
+    """Files side by side named ``<case>_image.<ext>`` and ``<case>_label.<ext>`` (or mask, seg): the most common
+    image and mask name endings, the number of cases having both, and one case id; None when there are none."""
+    images: dict[str, str] = {}
+    masks: dict[str, str] = {}
+    for path in files:
+        match = _FLAT_NAME.fullmatch(path.name)
+        if match:
+            side = images if match["kind"].lower() in {"image", "img"} else masks
+            side[match["case_id"]] = match["end"]
+    paired = sorted(set(images) & set(masks))
+    if not paired:
+        return None
+    image_end = Counter(images[c] for c in paired).most_common(1)[0][0]
+    mask_end = Counter(masks[c] for c in paired).most_common(1)[0][0]
+    both = [c for c in paired if images[c] == image_end and masks[c] == mask_end]
+    return image_end, mask_end, len(both), both[0]
 
 
 def _entry_name(folder: Path, prefix: str) -> str:

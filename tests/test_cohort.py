@@ -56,3 +56,23 @@ def test_pyradiomics_batch_csv(tmp_path):
     cohort = load_cohort(tmp_path / "batch.csv")
     assert [c.case_id for c in cohort.cases] == ["case00", "case01"]
     assert cohort.cases[0].mask == tmp_path / "masks" / "case00.nii.gz"
+
+
+def test_files_side_by_side_named_image_and_label_are_detected(tmp_path):
+    import shutil
+
+    from radpipe.cohort import detect_layout
+
+    folders = make_cohort(tmp_path / "folders", n=3, labels=False)
+    flat = tmp_path / "flat"
+    flat.mkdir()
+    for case_id in ("lung1", "lung_2", "brain-3"):
+        source = f"case0{len(list(flat.iterdir())) // 2}"
+        shutil.copy(folders / "images" / f"{source}.nii.gz", flat / f"{case_id}_image.nii.gz")
+        shutil.copy(folders / "masks" / f"{source}.nii.gz", flat / f"{case_id}_label.nii.gz")
+    guess = detect_layout(flat)
+    assert guess.layout == "folders" and (guess.spec.images, guess.spec.masks) == ("*_image.nii.gz", "*_label.nii.gz")
+    assert guess.summary == "image/mask file pairs: 3 cases (brain-3_image.nii.gz + brain-3_label.nii.gz)"
+    cohort = load_cohort(flat)  # a folder on the command line: layout auto
+    assert [c.case_id for c in cohort.cases] == ["brain-3", "lung1", "lung_2"] and not cohort.problems
+    assert cohort.cases[2].mask == flat / "lung_2_label.nii.gz"
