@@ -7,6 +7,8 @@ from __future__ import annotations
 import base64
 import functools
 import json
+import re
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -14,9 +16,46 @@ import pandas as pd
 
 from radpipe._io import atomic_write_bytes, atomic_write_text
 from radpipe.explain import plots
+from radpipe.extract.feature_docs import display_name, feature_unit
 from radpipe.extract.slices import read_lesion_slice
 
 TEMPLATES = Path(__file__).with_name("templates")
+# units of texture features (grey levels, voxels, runs, zones) mean nothing to a reader of a patient page
+_UNSHOWN_UNIT = re.compile(r"grey level|voxel|run|zone|dimensionless")
+
+
+@dataclass
+class FeatureLabels:
+    """Readable names of feature columns and the unit suffix their values are printed with (" mm", " HU", "")."""
+
+    names: dict[str, str]
+    units: dict[str, str]
+
+
+def feature_labels(columns, codebook: pd.DataFrame | None = None) -> FeatureLabels:
+    """Display names and units of ``columns``: from the extract stage's codebook when given (it knows the image's
+    intensity unit), else from :mod:`radpipe.extract.feature_docs` with intensities in arbitrary units.
+
+    >>> labels = feature_labels(["original_shape2D_Perimeter", "original_glcm_Contrast", "age"])
+    >>> labels.names["original_shape2D_Perimeter"], labels.units["original_shape2D_Perimeter"]
+    ('Perimeter (2D shape)', ' mm')
+    >>> labels.units["original_glcm_Contrast"], labels.names["age"]
+    ('', 'age')
+    """
+    columns = [str(c) for c in columns]
+    book = None
+    if codebook is not None and {"column", "display_name", "unit"} <= set(codebook.columns):
+        book = codebook.drop_duplicates("column").set_index("column")
+    names, units = {}, {}
+    for column in columns:
+        if book is not None and column in book.index and pd.notna(book.at[column, "display_name"]):
+            names[column] = str(book.at[column, "display_name"])
+            unit = book.at[column, "unit"]
+            unit = "" if pd.isna(unit) else str(unit)
+        else:
+            names[column], unit = display_name(column), feature_unit(column)
+        units[column] = "" if not unit or _UNSHOWN_UNIT.search(unit) else f" {unit}"
+    return FeatureLabels(names, units)
 
 
 def render_patients(items, common, pages_dir, fig_dir, n_jobs, progress) -> list[dict]:
@@ -105,7 +144,8 @@ def _render_patient(item, common, pages_dir: Path, fig_dir: Path) -> dict:
     if s["waterfall_png"]:
         atomic_write_bytes(fig_dir / f"{item['file']}_waterfall.png", plots.waterfall(
             item["contrib"], item["raw"], base, prob, top=s["top_features"], threshold=thr,
-            positive=positive))
+            positive=positive, negative=negative, display_names=common["names"],
+            units={c: u.strip() for c, u in common["units"].items() if u}))
     waterfall = _waterfall(item["contrib"], item["raw"], base, prob, thr, s["top_features"])
     lime = item["lime"]
     # LIME and the grouped sums are drawn as HTML bars: text stays selectable and pages render fast
@@ -131,12 +171,18 @@ def _render_patient(item, common, pages_dir: Path, fig_dir: Path) -> dict:
         figs={k: b64(v) for k, v in figs.items()}, top=top, lime=lime.to_dict("records"), lime_bars=lime_bars,
         group_bars=group_bars, waterfall=waterfall,
         agreement=item["agreement"], explainer=common["explainer"], notes=common["notes"], image_note=image_note,
-        model_name=common["model_name"], lead=lead, settings=s,
-        correct=None if item["label"] is None else item["label"] == predicted,
+        model_name=common["model_name"], lead=lead, settings=s, head=item["headline"],
+        names=common["names"], units=common["units"],
+        n_train=common["n_train"], n_repeats=common["n_repeats"],
+        correct=None if item["label"] is None or item["headline"]["predicted"] == "split"
+        else item["label"] == item["headline"]["predicted"],
         up=[t for t in top if t["shap"] > 0][:3], down=[t for t in top if t["shap"] < 0][:3],
     )
     atomic_write_text(pages_dir / f"{item['file']}.html", html)
-    return {"case_id": c, "probability": prob, "predicted": predicted, "label": item["label"],
+    head = item["headline"]
+    return {"case_id": c, "probability": head["probability"], "probability_source": head["source"],
+            "probability_low": head["low"], "probability_high": head["high"], "predicted": head["predicted"],
+            "final_model_probability": prob, "final_model_predicted": predicted, "label": item["label"],
             "shap_lime_overlap": item["agreement"]["overlap"], "page": f"patients/{item['file']}.html"}
 
 
@@ -150,24 +196,47 @@ def env(banner: str = ""):
                       trim_blocks=True, lstrip_blocks=True)
     env.globals["banner"] = banner
     env.filters["num"] = _num
-    env.filters["pct"] = lambda v: "–" if v is None or pd.isna(v) else f"{100 * float(v):.0f}%"
+    env.filters["pct"] = _pct
     env.filters["family_label"] = lambda f: {"shape": "shape", "first order": "first-order intensity",
                                              "texture": "texture"}.get(f, f)
     return env
 
 
 def _num(v, digits: int = 3) -> str:
+    """A measured value as a person writes it: 3 significant digits, thousands separated, no exponent
+    unless the value is tiny (below 0.0001). Missing values read "missing", never "nan".
+
+    >>> [_num(v) for v in (455612.3, 25.94, 0.01234, 0.0, 3.2e-7, float("nan"), None)]
+    ['456,000', '25.9', '0.0123', '0', '3.2 × 10⁻⁷', 'missing', 'missing']
+    """
     if v is None:
-        return "–"
+        return "missing"
     try:
         x = float(v)
     except (TypeError, ValueError):
         return str(v)
-    if np.isnan(x):
-        return "missing"
-    if x != 0 and (abs(x) >= 1e5 or abs(x) < 10 ** (-digits)):
-        return f"{x:.{digits - 1}e}"
-    return f"{x:.{digits}g}" if abs(x) >= 1 else f"{x:.{digits}f}"
+    if not np.isfinite(x):
+        return "missing" if np.isnan(x) else ("∞" if x > 0 else "−∞")
+    if x == 0:
+        return "0"
+    magnitude = int(np.floor(np.log10(abs(x))))
+    if magnitude < -4:
+        mantissa, exponent = f"{x:.{digits - 2}e}".split("e")
+        sup = str.maketrans("-0123456789", "⁻⁰¹²³⁴⁵⁶⁷⁸⁹")
+        return f"{mantissa} × 10{str(int(exponent)).translate(sup)}"
+    if magnitude >= digits:  # round to significant digits, keep every integer digit
+        return f"{round(x, digits - 1 - magnitude):,.0f}"
+    return f"{x:,.{max(0, digits - 1 - magnitude)}f}"
+
+
+def _pct(v, decimals: int = 0) -> str:
+    """A share in [0, 1] as a percentage; "–" for an undefined share."""
+    return "–" if v is None or pd.isna(v) else f"{100 * float(v):.{decimals}f}%"
+
+
+def render_cohort(*, banner: str, figs: dict[str, bytes], **context) -> str:
+    """The cohort page's HTML (figures embedded as base64 PNG)."""
+    return env(banner).get_template("cohort.html").render(figs={k: b64(v) for k, v in figs.items()}, **context)
 
 
 def b64(png: bytes) -> str:

@@ -28,8 +28,8 @@ from radpipe._io import atomic_write_bytes, atomic_write_text, software_versions
 from radpipe.errors import RadpipeError
 from radpipe.explain import plots
 from radpipe.explain.lime_values import agreement, compute_lime
-from radpipe.explain.pages import b64, card_rows, env, render_patients
-from radpipe.explain.performance import binary_performance, multiclass_performance
+from radpipe.explain.pages import FeatureLabels, card_rows, feature_labels, render_cohort, render_patients
+from radpipe.explain.performance import Performance, cv_predictions, model_performance, out_of_fold
 from radpipe.explain.settings import ExplainSettings
 from radpipe.explain.shap_values import (
     ShapResult,
@@ -95,12 +95,17 @@ def explain(
     n_jobs: int = 1,
     progress: Callable[[int, int], None] | None = None,
     trust: bool = False,
+    codebook: pd.DataFrame | None = None,
 ) -> ExplainResult:
     """Explain a saved model on a feature table and write the reports into ``out_dir``.
 
+    Each patient page leads with the case's cross-validated (out-of-fold) probability from the model folder's
+    ``predictions.csv`` when the case was in the training cohort, and with the final model's prediction,
+    labelled external, otherwise. SHAP and LIME explain the final model.
+
     Parameters
     ----------
-    model_dir : folder written by ``radpipe train`` (``model.joblib``, its sha256, ``model_card.json``).
+    model_dir : folder written by ``radpipe train`` (read through :class:`radpipe.model.folder.ModelFolder`).
     features : feature table indexed by case_id with at least the model's ``feature_names`` columns
         (a ``case_id`` column is used as the index when the index is unnamed).
     out_dir : output folder; created when missing.
@@ -112,253 +117,123 @@ def explain(
     n_jobs : worker processes for SHAP, LIME and the patient pages; results do not depend on it.
     progress : called as ``progress(done, total)`` while patient pages are written.
     trust : open a model whose sha256 sidecar is missing or does not match (see ``load_model``).
+    codebook : the extract stage's ``codebook.csv`` as a table: display names and units (with the image's
+        intensity unit, e.g. HU) for the pages; without it names come from ``radpipe.extract.feature_docs`` and
+        intensities are in arbitrary units.
 
     Returns
     -------
     ExplainResult
+
+    Examples
+    --------
+    >>> result = explain("out/models", features, "out/explain", labels=labels, n_jobs=2)  # doctest: +SKIP
+    >>> result.patient_pages["case_001"]  # doctest: +SKIP
+    PosixPath('out/explain/patients/case_001.html')
     """
     started = time.time()
     settings = settings or ExplainSettings()
-    model_dir, out_dir = Path(model_dir), Path(out_dir)
-    model = load_model(model_dir, trust=trust)
+    out_dir = Path(out_dir)
+    model = load_model(Path(model_dir), trust=trust)
     folder = ModelFolder(model.path)
-    card, pipe = model.card, model.pipeline
-    columns = [str(n) for n in (card.get("feature_names") or features.columns)]
-    # a harmonised model also reads each case's batch (scanner, centre): an input column, never a feature
-    batch = model.batch_column if model.batch_column in columns else None
-    names = [n for n in columns if n != batch]
-    X = _feature_table(features, columns, batch=batch)
-    positive = card.get("positive_class")
-    est = final_estimator(pipe)
-    multiclass = len(est.classes_) > 2
-    if multiclass:  # one-vs-rest view: no positive class and no threshold; classes in predict_proba order
-        classes = [str(c) for c in card.get("classes") or []]
-        classes = classes if len(classes) == len(est.classes_) else [str(c) for c in est.classes_]
-        pos, negative, threshold = None, "other classes", None
-    else:
-        pos = positive_index(est.classes_, positive)
-        classes = [str(c) for c in card.get("classes") or est.classes_]
-        negative = next((c for c in classes if c != str(positive)), "negative")
-        threshold = model.threshold
-    X_train = _training_features(model.path, columns, batch=batch)
+    view = _ModelView.of(model, features.columns)
+    X = _feature_table(features, view.columns, batch=view.batch)
+    X_train = _training_features(folder, view.columns, batch=view.batch)
     train_note = "training features of the model folder"
     if X_train is None:
-        X_train, train_note = X, "the explained cases (the model folder has no train_features.csv)"
+        X_train, train_note = X, "the explained cases (the model folder has no training features)"
     labels = _align_labels(labels, X.index)
-
     page_cases = _page_cases(X.index, patients, settings.max_patients)
-    class_proba = predicted = None
-    if multiclass:
-        class_proba = pd.DataFrame(pipe.predict_proba(X), index=X.index, columns=classes)
-        predicted = pd.Series(np.asarray(classes, dtype=object)[class_proba.to_numpy().argmax(axis=1)],
-                              index=X.index, name="predicted")
-        proba = pd.Series(class_proba.to_numpy().max(axis=1) if len(X) else [], index=X.index, name="probability",
-                          dtype=float)
-    else:
-        proba = pd.Series(pipe.predict_proba(X)[:, pos], index=X.index, name="probability")
-
+    final = _final_predictions(model.pipeline, X, view)
     timings: dict[str, float] = {}
+
     tick = time.time()
-    shap_args = dict(explainer=settings.explainer, background=settings.shap_background,
-                     agnostic_background=settings.agnostic_background, max_evals=settings.shap_max_evals,
-                     seed=settings.seed, n_jobs=n_jobs)
-    shap_by_class: dict[str, ShapResult] = {}
-    if multiclass:
-        shap_by_class = compute_shap_classes(pipe, X, X_train, class_names=classes, **shap_args)
-        shap_res = predicted_class_view(shap_by_class, predicted)
-        additivity = max((float(np.max(np.abs(r.base_value + r.values.sum(axis=1) - class_proba[c])))
-                          for c, r in shap_by_class.items()), default=0.0) if len(X) else 0.0
-    else:
-        shap_res = compute_shap(pipe, X, X_train, positive_class=positive, **shap_args)
-        additivity = float(np.max(np.abs(shap_res.base_value + shap_res.values.sum(axis=1) - proba))) if len(X) else 0.0
-    shap_orig = to_original(shap_res.values, names)
-    shap_orig_by_class = {c: to_original(r.values, names) for c, r in shap_by_class.items()}
+    values = _shap(model.pipeline, X, X_train, view, final, settings, n_jobs)
     timings["shap"], tick = time.time() - tick, time.time()
     lime = compute_lime(
-        pipe, X.loc[page_cases], X_train, positive_index=0 if multiclass else pos,
-        class_names=classes if multiclass else [str(c) for c in est.classes_],
+        model.pipeline, X.loc[page_cases], X_train, positive_index=0 if view.multiclass else view.pos,
+        class_names=view.classes if view.multiclass else view.estimator_classes,
         num_samples=settings.lime_samples, top=settings.lime_top, seed=settings.seed, n_jobs=n_jobs,
-        perturb=_reaching_inputs(shap_res.values.columns, names),
-        case_classes={c: classes.index(predicted[c]) for c in page_cases} if multiclass else None,
-        fixed=[batch] if batch else None,
+        perturb=_reaching_inputs(values.shap.values.columns, view.names),
+        case_classes={c: view.classes.index(final.predicted[c]) for c in page_cases} if view.multiclass else None,
+        fixed=[view.batch] if view.batch else None,
     )
-    if multiclass:
-        lime.insert(1, "explained_class", lime["case_id"].map(predicted))
-
+    if view.multiclass:
+        lime.insert(1, "explained_class", lime["case_id"].map(final.predicted))
     timings["lime"], tick = time.time() - tick, time.time()
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "figures").mkdir(exist_ok=True)
-    if multiclass:  # long tables: one block of rows per class, the class in the first column
-        _write_csv(out_dir / "shap_values.csv", _by_class_table({c: r.to_frame() for c, r in shap_by_class.items()}))
-        _write_csv(out_dir / "shap_values_original.csv", _by_class_table(
-            {c: shap_orig_by_class[c].assign(base_value=r.base_value) for c, r in shap_by_class.items()}))
-    else:
-        _write_csv(out_dir / "shap_values.csv", shap_res.to_frame())
-        _write_csv(out_dir / "shap_values_original.csv", shap_orig.assign(base_value=shap_res.base_value))
-    atomic_write_text(out_dir / "lime.csv", lime.to_csv(index=False, float_format="%.12g"))
-
-    # agreement between the top SHAP and top LIME features of each case with a page
+    _write_value_tables(out_dir, values, lime)
     lime_by_case = {c: g for c, g in lime.groupby("case_id", sort=False)}
-    agree = {c: agreement(shap_orig.loc[c], lime_by_case.get(c, lime.iloc[:0]), settings.lime_top)
+    agree = {c: agreement(values.original.loc[c], lime_by_case.get(c, lime.iloc[:0]), settings.lime_top)
              for c in page_cases}
 
-    stability = fold_stability(model.path, X, X_train, names, positive, settings, n_jobs, multiclass=multiclass)
+    stability = fold_stability(folder.path, X, X_train, view.names, view.positive, settings, n_jobs,
+                               multiclass=view.multiclass)
+    if "importance_all" in stability:
+        _write_csv(out_dir / "fold_stability.csv", _stability_long(stability.pop("importance_all")))
     timings["fold_stability"], tick = time.time() - tick, time.time()
-    if multiclass:
-        perf = multiclass_performance(model.path, card, classes, class_proba, labels, settings)
-        # importance of a feature: its mean |SHAP| on each class's probability, averaged over the classes
-        per_class_abs = pd.DataFrame({c: t.abs().mean() for c, t in shap_orig_by_class.items()},
-                                     index=shap_orig.columns)
-        mean_abs = per_class_abs.mean(axis=1).sort_values(ascending=False, kind="stable")
-        family_abs = pd.concat([grouped(t, "family").abs().mean() for t in shap_orig_by_class.values()],
-                               axis=1).mean(axis=1).sort_values(ascending=False)
-        filter_abs = pd.concat([grouped(t, "filter").abs().mean() for t in shap_orig_by_class.values()],
-                               axis=1).mean(axis=1).sort_values(ascending=False)
-    else:
-        perf = binary_performance(model.path, card, proba, labels, threshold, settings)
-        mean_abs = shap_orig.abs().mean().sort_values(ascending=False, kind="stable")
-        family_abs = grouped(shap_orig, "family").abs().mean().sort_values(ascending=False)
-        filter_abs = grouped(shap_orig, "filter").abs().mean().sort_values(ascending=False)
-    top_names = [n for n in mean_abs.index[: settings.top_features] if mean_abs[n] > 0]
 
-    # -------- patient pages
-    mapping = original_name_map(shap_res.values.columns, names)
+    # the numbers that lead every page: out-of-fold where the model folder has them, never recomputed
+    cv_rows = cv_predictions(folder, view.model_name)
+    oof = out_of_fold(cv_rows, view.classes, view.positive)
+    trained_on = _training_cases(folder, X_train if X_train is not X else None)
+    headlines = {c: _headline(c, oof, final, view, trained_on) for c in X.index}
+    perf = model_performance(folder, model.card, view.classes,
+                             final_proba=final.class_proba if view.multiclass else final.proba,
+                             labels=labels, predictions=cv_rows)
+    importance = _importance(values, view)
+
+    labels_of = feature_labels(view.names, codebook)
     pages_dir = out_dir / "patients"
     pages_dir.mkdir(exist_ok=True)
     (out_dir / "figures" / "patients").mkdir(exist_ok=True)
     file_names = {c: _safe_name(c) for c in page_cases}
     common = dict(
-        positive=str(positive), negative=negative, threshold=threshold, base=shap_res.base_value,
-        settings=settings.model_dump(), explainer=shap_res.explainer, notes=shap_res.notes,
-        model_name=str(card.get("model_name", "model")), out_dir=str(out_dir), draw_images=settings.images,
-        multiclass=multiclass,
+        positive=str(view.positive), negative=view.negative, threshold=view.threshold, base=values.shap.base_value,
+        settings=settings.model_dump(), explainer=values.shap.explainer, notes=values.shap.notes,
+        model_name=view.model_name, out_dir=str(out_dir), draw_images=settings.images,
+        multiclass=view.multiclass, n_train=len(trained_on) if trained_on else None,
+        n_repeats=perf.n_repeats, names=labels_of.names, units=labels_of.units,
     )
-    train_num = X_train[names].apply(pd.to_numeric, errors="coerce")
-    items = []
-    for c in page_cases:
-        contrib = shap_res.values.loc[c]
-        raw = pd.Series({f: _raw_value(f, mapping, X.loc[c], shap_res.features.loc[c]) for f in contrib.index})
-        top = contrib.abs().sort_values(ascending=False, kind="stable").index[: settings.top_features]
-        rows = []
-        for f in top:
-            orig = mapping[f]
-            dist = train_num[orig] if orig in train_num else None
-            rows.append({
-                **parse_feature_name(orig), "feature": orig, "value": raw[f],
-                "percentile": _percentile(dist, raw[f]) if dist is not None else None,
-                "shap": float(contrib[f]),
-            })
-        items.append({
-            "case_id": c, "file": file_names[c], "probability": float(proba[c]),
-            "label": None if labels is None or pd.isna(labels.get(c)) else str(labels[c]),
-            "contrib": contrib, "raw": raw, "top": rows, "lime": lime_by_case.get(c, lime.iloc[:0]),
-            "agreement": agree[c], "family": grouped(shap_orig.loc[[c]], "family").iloc[0],
-            "filter": grouped(shap_orig.loc[[c]], "filter").iloc[0],
-            "image": tuple(map(str, images[c])) if images and c in images else None,
-        })
-        if multiclass:  # the page explains the predicted class against the others
-            items[-1].update(predicted=str(predicted[c]), base=float(shap_res.base_value[c]),
-                             class_probs=[(k, float(class_proba.loc[c, k])) for k in classes])
-    tick = time.time()
+    items = [_patient_item(c, X, X_train, values, view, final, headlines[c], labels, lime_by_case, agree,
+                           file_names[c], images, settings) for c in page_cases]
     rows = render_patients(items, common, pages_dir, out_dir / "figures" / "patients", n_jobs, progress)
     timings["patient_pages"], tick = time.time() - tick, time.time()
-    patients_table = pd.DataFrame(rows).set_index("case_id") if rows else pd.DataFrame()
 
-    # -------- cohort page
-    raw_all = X[names].apply(pd.to_numeric, errors="coerce")
-    figs = {}
-    if len(X) and multiclass:
-        shown = [n for n in mean_abs.index[:15] if mean_abs[n] > 0] or list(mean_abs.index[:15])
-        for k, c in enumerate(classes):
-            figs[f"beeswarm_{k}"] = plots.beeswarm(shap_orig_by_class[c][shown], raw_all.reindex(columns=shown),
-                                                   top=15, seed=settings.seed)
-        figs["mean_abs"] = plots.class_magnitude_bars(per_class_abs.loc[mean_abs.index[: settings.top_features]],
-                                                      xlabel="mean |SHAP value| on each class's probability")
-        figs["groups"] = plots.grouped_bars(family_abs, filter_abs, xlabel="mean |summed SHAP value|",
-                                            color="#34495e")
-        for k, name in enumerate(top_names[: settings.dependence_plots]):
-            x = raw_all[name] if name in raw_all else shap_orig[name] * np.nan
-            figs[f"dependence_{k + 1}"] = plots.dependence_by_class(
-                name, x, {c: shap_orig_by_class[c][name] for c in classes})
-    elif len(X):
-        shown = [n for n in mean_abs.index[:15] if mean_abs[n] > 0] or list(mean_abs.index[:15])
-        figs["beeswarm"] = plots.beeswarm(shap_orig[shown], raw_all.reindex(columns=shown), top=15,
-                                          seed=settings.seed)
-        figs["mean_abs"] = plots.magnitude_bars(mean_abs.head(settings.top_features),
-                                                xlabel="mean |SHAP value| (probability)")
-        figs["groups"] = plots.grouped_bars(family_abs, filter_abs, xlabel="mean |summed SHAP value|",
-                                            color="#34495e")
-        for k, name in enumerate(top_names[: settings.dependence_plots]):
-            figs[f"dependence_{k + 1}"] = plots.dependence(name, raw_all[name] if name in raw_all else
-                                                           shap_orig[name] * np.nan, shap_orig[name], labels)
-    figs.update(perf.pop("figures", {}))
-    if stability.get("matrix") is not None:
-        figs["stability"] = plots.heatmap(stability.pop("matrix"), title="Spearman correlation of mean |SHAP|")
-    else:
-        stability.pop("matrix", None)
+    figs = _cohort_figures(X, values, importance, view, labels, settings, labels_of)
+    figs.update(perf.figures)
     for key, png in figs.items():
         atomic_write_bytes(out_dir / "figures" / f"cohort_{key}.png", png)
-
-    summary = {
-        "model_name": card.get("model_name"),
-        "positive_class": positive,
-        "threshold": threshold,
-        "explainer": shap_res.explainer,
-        "explainer_notes": shap_res.notes,
-        "background_source": train_note,
-        "base_value": shap_res.base_value,
-        "additivity_max_error": additivity,
-        "n_cases": int(len(X)),
-        "n_patients": len(page_cases),
-        "n_final_features": int(shap_res.values.shape[1]),
-        "top_features": [{**parse_feature_name(n), "feature": n, "mean_abs_shap": float(mean_abs[n])}
-                         for n in top_names],
-        "by_family": {k: float(v) for k, v in family_abs.items()},
-        "by_filter": {k: float(v) for k, v in filter_abs.items()},
-        "shap_lime_agreement": _agreement_summary(agree, settings.lime_top),
-        "fold_stability": stability,
-        "performance": {k: v for k, v in perf.items() if k not in ("metrics_table", "oof")},
-        "settings": settings.model_dump(),
-        "files": sorted(str(p.relative_to(out_dir)) for p in out_dir.glob("*.csv")),
-    }
-    if multiclass:
-        summary.update(outcome_type="multiclass", classes=classes,
-                       base_value={c: r.base_value for c, r in shap_by_class.items()},
-                       mean_abs_shap_by_class={c: {n: float(per_class_abs.loc[n, c]) for n in top_names}
-                                               for c in classes})
-    cohort_rows = []
-    for c in X.index:
-        pr = float(proba[c])
-        oof = perf.get("oof", {}).get(c)
-        cohort_rows.append({
-            "case_id": c, "file": file_names.get(c), "probability": pr,
-            "predicted": str(predicted[c]) if multiclass else str(positive) if pr >= threshold else negative,
-            "label": None if labels is None or pd.isna(labels.get(c)) else str(labels[c]),
-            "top_feature": shap_orig.loc[c].abs().idxmax() if shap_orig.shape[1] else "",
-            "overlap": agree[c]["overlap"] if c in agree else None,
-            "oof": oof.get(str(predicted[c])) if multiclass and oof is not None else oof,
-        })
-    html = env(settings.banner).get_template("cohort.html").render(
-        title=f"{card.get('model_name', 'model')}: explanations", summary=summary, card=card_rows(card),
-        card_md=folder.card_md(), figs={k: b64(v) for k, v in figs.items()},
-        perf=perf, metrics=perf.get("metrics_table"), has_oof=bool(perf.get("oof")), stability=stability, rows=cohort_rows,
+    summary = _summary(view, values, importance, agree, stability, perf, settings, X, page_cases, train_note,
+                       out_dir)
+    cohort_rows = [{
+        "case_id": c, "file": file_names.get(c), **headlines[c],
+        "top_feature": values.original.loc[c].abs().idxmax() if values.original.shape[1] else "",
+        "overlap": agree[c]["overlap"] if c in agree else None,
+        "label": None if labels is None or pd.isna(labels.get(c)) else str(labels[c]),
+    } for c in X.index]
+    html = render_cohort(
+        title=f"{view.model_name}: explanations", summary=summary, card=card_rows(model.card),
+        card_md=folder.card_md(), figs=figs, perf=perf, stability=stability, rows=cohort_rows,
         top=summary["top_features"], dependence=[(n, f"dependence_{k + 1}") for k, n in
-                                                  enumerate(top_names[: settings.dependence_plots])],
-        positive=str(positive), negative=negative, threshold=threshold, notes=shap_res.notes,
-        multiclass=multiclass, classes=classes,
+                                                  enumerate(importance.top[: settings.dependence_plots])],
+        positive=str(view.positive), negative=view.negative, threshold=view.threshold, notes=values.shap.notes,
+        multiclass=view.multiclass, classes=view.classes, banner=settings.banner, names=labels_of.names,
+        has_oof=len(oof) > 0, has_labels=labels is not None and labels.notna().any(),
+        stability_scale=float(np.nanmax(stability["importance"].to_numpy())) if "importance" in stability
+        and np.isfinite(stability["importance"].to_numpy(dtype=float)).any() else 0.0,
+        source_text=SOURCE_TEXT,
         generated=_dt.datetime.now(_dt.UTC).strftime("%Y-%m-%d %H:%M UTC"), versions=software_versions(),
     )
     cohort_page = out_dir / "cohort.html"
     atomic_write_text(cohort_page, html)
-    if len(patients_table):
-        _write_csv(out_dir / "patients.csv", patients_table)
+    if rows:
+        _write_csv(out_dir / "patients.csv", pd.DataFrame(rows).set_index("case_id"))
     timings["cohort_page"] = time.time() - tick
     summary["elapsed_seconds"] = round(time.time() - started, 2)
     summary["timings_seconds"] = {k: round(v, 2) for k, v in timings.items()}
-    summary["patients"] = {c: {"probability": float(proba[c]), **agree[c]} for c in page_cases}
-    if multiclass:
-        for c in page_cases:
-            summary["patients"][c]["predicted"] = str(predicted[c])
+    summary["patients"] = {c: {"headline": headlines[c], **agree[c]} for c in page_cases}
     atomic_write_text(out_dir / "summary.json", json.dumps(_jsonable(summary), indent=2))
     atomic_write_text(out_dir / "manifest.json", json.dumps(_jsonable({
         "stage": "explain", "versions": software_versions(), "settings": settings.model_dump(),
@@ -370,8 +245,298 @@ def explain(
     return ExplainResult(
         out_dir=out_dir, cohort_page=cohort_page,
         patient_pages={c: pages_dir / f"{file_names[c]}.html" for c in page_cases},
-        shap=shap_res, shap_original=shap_orig, lime=lime, summary=summary, shap_by_class=shap_by_class,
+        shap=values.shap, shap_original=values.original, lime=lime, summary=summary,
+        shap_by_class=values.by_class,
     )
+
+
+# ---------------------------------------------------------------- the model and its final predictions
+
+#: What each headline source means, for hovers and the summary.
+SOURCE_TEXT = {
+    "cv": "cross-validated: from the fold models that never saw this case",
+    "training": "final model, in-sample: a training case without a cross-validated probability (optimistic)",
+    "external": "final model: the case was not among its training cases",
+    "final": "final model (the model folder does not list its training cases)",
+}
+
+
+@dataclass
+class _ModelView:
+    """What the report needs to know about a loaded model: its classes, threshold and input columns."""
+
+    model_name: str
+    columns: list[str]          # input columns in training order, batch column included
+    names: list[str]            # feature columns (no batch column)
+    batch: str | None
+    multiclass: bool
+    classes: list[str]
+    estimator_classes: list[str]
+    positive: str | None
+    negative: str
+    pos: int | None             # index of the positive class in predict_proba
+    threshold: float | None
+
+    @classmethod
+    def of(cls, model, table_columns) -> _ModelView:
+        card, est = model.card, final_estimator(model.pipeline)
+        columns = [str(n) for n in card.get("feature_names") or table_columns]
+        # a harmonised model also reads each case's batch (scanner, centre): an input column, never a feature
+        batch = model.batch_column if model.batch_column in columns else None
+        est_classes = [str(c) for c in est.classes_]
+        multiclass = len(est_classes) > 2
+        if multiclass:  # one-vs-rest view: no positive class and no threshold; classes in predict_proba order
+            classes = [str(c) for c in card.get("classes") or []]
+            classes = classes if len(classes) == len(est_classes) else est_classes
+            positive, negative, pos, threshold = None, "other classes", None, None
+        else:
+            positive = card.get("positive_class")
+            pos = positive_index(est.classes_, positive)
+            classes = [str(c) for c in card.get("classes") or est_classes]
+            negative = next((c for c in classes if c != str(positive)), "negative")
+            threshold = model.threshold
+        return cls(str(card.get("model_name", "model")), columns, [n for n in columns if n != batch], batch,
+                   multiclass, classes, est_classes, positive, negative, pos, threshold)
+
+
+@dataclass
+class _Final:
+    """The final model's predictions on the explained cases (in-sample for its training cases)."""
+
+    proba: pd.Series                       # positive class (binary) or the predicted class (multi-class)
+    predicted: pd.Series
+    class_proba: pd.DataFrame | None = None
+
+
+def _final_predictions(pipe, X: pd.DataFrame, view: _ModelView) -> _Final:
+    if view.multiclass:
+        class_proba = pd.DataFrame(pipe.predict_proba(X), index=X.index, columns=view.classes)
+        best = class_proba.to_numpy().argmax(axis=1) if len(X) else np.array([], dtype=int)
+        predicted = pd.Series(np.asarray(view.classes, dtype=object)[best], index=X.index, name="predicted")
+        proba = pd.Series(class_proba.to_numpy().max(axis=1) if len(X) else [], index=X.index,
+                          name="probability", dtype=float)
+        return _Final(proba, predicted, class_proba)
+    proba = pd.Series(pipe.predict_proba(X)[:, view.pos], index=X.index, name="probability")
+    predicted = pd.Series(np.where(proba >= view.threshold, str(view.positive), view.negative), index=X.index,
+                          name="predicted", dtype=object)
+    return _Final(proba, predicted)
+
+
+def _training_cases(folder: ModelFolder, X_train: pd.DataFrame | None) -> set[str] | None:
+    """Case ids the final model was trained on (None when the model folder does not say)."""
+    try:
+        labels = folder.train_labels()
+    except Exception:  # an unreadable optional table: fall back to the training features
+        labels = None
+    if labels is not None:
+        return set(map(str, labels.index))
+    return set(map(str, X_train.index)) if X_train is not None else None
+
+
+def _headline(case: str, oof: pd.DataFrame, final: _Final, view: _ModelView, trained_on: set[str] | None) -> dict:
+    """The number a page leads with, and where it comes from.
+
+    ``source`` is ``cv`` (out-of-fold from the model folder), ``training`` (a training case without an
+    out-of-fold prediction: the final model's in-sample number), ``external`` (a case the final model was
+    not trained on) or ``final`` (the model folder does not say which cases it was trained on).
+    """
+    out = {"final_probability": float(final.proba[case]), "final_predicted": str(final.predicted[case])}
+    if case in oof.index:
+        row = oof.loc[case]
+        repeats = int(row["repeats"])
+        out.update(source="cv", probability=float(row["probability"]), low=float(row["low"]),
+                   high=float(row["high"]), repeats=repeats)
+        if view.multiclass:
+            out.update(predicted=str(row["predicted"]),
+                       class_probs=[(c, float(row[f"p_{c}"])) for c in view.classes])
+        elif "positive_calls" in row and pd.notna(row["positive_calls"]):
+            calls = int(row["positive_calls"])
+            out["positive_calls"] = calls
+            out["predicted"] = (str(view.positive) if 2 * calls > repeats else view.negative if 2 * calls < repeats
+                                else "split")
+        else:
+            out["predicted"] = str(view.positive) if row["probability"] >= view.threshold else view.negative
+        return out
+    source = "final" if trained_on is None else "training" if case in trained_on else "external"
+    out.update(source=source, probability=out["final_probability"], low=None, high=None, repeats=0,
+               predicted=out["final_predicted"])
+    if view.multiclass:
+        out["class_probs"] = [(c, float(final.class_proba.loc[case, c])) for c in view.classes]
+    return out
+
+
+# ---------------------------------------------------------------- SHAP values and importance
+
+
+@dataclass
+class _Values:
+    shap: ShapResult
+    original: pd.DataFrame                  # SHAP summed onto the input features
+    by_class: dict[str, ShapResult]
+    original_by_class: dict[str, pd.DataFrame]
+    additivity: float
+
+
+def _shap(pipe, X, X_train, view: _ModelView, final: _Final, settings: ExplainSettings, n_jobs: int) -> _Values:
+    args = dict(explainer=settings.explainer, background=settings.shap_background,
+                agnostic_background=settings.agnostic_background, max_evals=settings.shap_max_evals,
+                seed=settings.seed, n_jobs=n_jobs)
+    by_class: dict[str, ShapResult] = {}
+    if view.multiclass:
+        by_class = compute_shap_classes(pipe, X, X_train, class_names=view.classes, **args)
+        res = predicted_class_view(by_class, final.predicted)
+        additivity = max((float(np.max(np.abs(r.base_value + r.values.sum(axis=1) - final.class_proba[c])))
+                          for c, r in by_class.items()), default=0.0) if len(X) else 0.0
+    else:
+        res = compute_shap(pipe, X, X_train, positive_class=view.positive, **args)
+        additivity = float(np.max(np.abs(res.base_value + res.values.sum(axis=1) - final.proba))) if len(X) else 0.0
+    return _Values(res, to_original(res.values, view.names), by_class,
+                   {c: to_original(r.values, view.names) for c, r in by_class.items()}, additivity)
+
+
+def _write_value_tables(out_dir: Path, values: _Values, lime: pd.DataFrame) -> None:
+    if values.by_class:  # long tables: one block of rows per class, the class in the first column
+        _write_csv(out_dir / "shap_values.csv", _by_class_table({c: r.to_frame() for c, r in values.by_class.items()}))
+        _write_csv(out_dir / "shap_values_original.csv", _by_class_table(
+            {c: values.original_by_class[c].assign(base_value=r.base_value) for c, r in values.by_class.items()}))
+    else:
+        _write_csv(out_dir / "shap_values.csv", values.shap.to_frame())
+        _write_csv(out_dir / "shap_values_original.csv", values.original.assign(base_value=values.shap.base_value))
+    atomic_write_text(out_dir / "lime.csv", lime.to_csv(index=False, float_format="%.12g"))
+
+
+@dataclass
+class _Importance:
+    mean_abs: pd.Series
+    family: pd.Series
+    image_filter: pd.Series
+    per_class: pd.DataFrame | None
+    top: list[str]
+
+
+def _importance(values: _Values, view: _ModelView) -> _Importance:
+    """Mean |SHAP| per feature, family and filter; for a multi-class model averaged over the classes."""
+    if view.multiclass:
+        tables = values.original_by_class
+        per_class = pd.DataFrame({c: t.abs().mean() for c, t in tables.items()}, index=values.original.columns)
+        mean_abs = per_class.mean(axis=1).sort_values(ascending=False, kind="stable")
+        family = pd.concat([grouped(t, "family").abs().mean() for t in tables.values()], axis=1).mean(axis=1)
+        image_filter = pd.concat([grouped(t, "filter").abs().mean() for t in tables.values()], axis=1).mean(axis=1)
+    else:
+        per_class = None
+        mean_abs = values.original.abs().mean().sort_values(ascending=False, kind="stable")
+        family = grouped(values.original, "family").abs().mean()
+        image_filter = grouped(values.original, "filter").abs().mean()
+    return _Importance(mean_abs, family.sort_values(ascending=False), image_filter.sort_values(ascending=False),
+                       per_class, [n for n in mean_abs.index if mean_abs[n] > 0])
+
+
+def _cohort_figures(X, values: _Values, imp: _Importance, view: _ModelView, labels, settings,
+                    names: FeatureLabels) -> dict[str, bytes]:
+    """Beeswarm, importance bars and dependence plots of the cohort page (SHAP of the final model)."""
+    figs: dict[str, bytes] = {}
+    if not len(X):
+        return figs
+    raw_all = X[view.names].apply(pd.to_numeric, errors="coerce")
+    top = imp.top[: settings.top_features]
+    shown = [n for n in imp.mean_abs.index[:15] if imp.mean_abs[n] > 0] or list(imp.mean_abs.index[:15])
+    display = {"display_names": names.names}
+    units = {c: u.strip() for c, u in names.units.items() if u}
+    figs["groups"] = plots.grouped_bars(imp.family, imp.image_filter, xlabel="mean |summed SHAP value|",
+                                        color="#34495e")
+    if view.multiclass:
+        for k, c in enumerate(view.classes):
+            figs[f"beeswarm_{k}"] = plots.beeswarm(values.original_by_class[c][shown], raw_all.reindex(columns=shown),
+                                                   top=15, seed=settings.seed, positive=c, negative="other classes",
+                                                   **display)
+        figs["mean_abs"] = plots.class_magnitude_bars(imp.per_class.loc[imp.mean_abs.index[: settings.top_features]],
+                                                      xlabel="mean |SHAP value| on each class's probability", **display)
+        for k, name in enumerate(top[: settings.dependence_plots]):
+            x = raw_all[name] if name in raw_all else values.original[name] * np.nan
+            figs[f"dependence_{k + 1}"] = plots.dependence_by_class(
+                name, x, {c: values.original_by_class[c][name] for c in view.classes}, units=units, **display)
+        return figs
+    sides = {"positive": str(view.positive), "negative": view.negative}
+    figs["beeswarm"] = plots.beeswarm(values.original[shown], raw_all.reindex(columns=shown), top=15,
+                                      seed=settings.seed, **sides, **display)
+    figs["mean_abs"] = plots.magnitude_bars(imp.mean_abs.head(settings.top_features),
+                                            xlabel="mean |SHAP value| (probability)", **display)
+    for k, name in enumerate(top[: settings.dependence_plots]):
+        x = raw_all[name] if name in raw_all else values.original[name] * np.nan
+        figs[f"dependence_{k + 1}"] = plots.dependence(name, x, values.original[name], labels, units=units, **sides,
+                                                       **display)
+    return figs
+
+
+def _patient_item(c, X, X_train, values: _Values, view: _ModelView, final: _Final, headline: dict, labels,
+                  lime_by_case, agree, file_name: str, images, settings) -> dict:
+    """Everything one patient page shows, as plain values a worker process can render."""
+    mapping = original_name_map(values.shap.values.columns, view.names)
+    contrib = values.shap.values.loc[c]
+    raw = pd.Series({f: _raw_value(f, mapping, X.loc[c], values.shap.features.loc[c]) for f in contrib.index})
+    top_names = contrib.abs().sort_values(ascending=False, kind="stable").index[: settings.top_features]
+    train_num = X_train[view.names].apply(pd.to_numeric, errors="coerce")
+    top = []
+    for f in top_names:
+        orig = mapping[f]
+        dist = train_num[orig] if orig in train_num else None
+        top.append({**parse_feature_name(orig), "feature": orig, "value": raw[f],
+                    "percentile": _percentile(dist, raw[f]) if dist is not None else None,
+                    "shap": float(contrib[f])})
+    item = {
+        "case_id": c, "file": file_name, "probability": float(final.proba[c]), "headline": headline,
+        "label": None if labels is None or pd.isna(labels.get(c)) else str(labels[c]),
+        "contrib": contrib, "raw": raw, "top": top, "lime": lime_by_case.get(c, pd.DataFrame(columns=["weight", "feature_rule"])),
+        "agreement": agree[c], "family": grouped(values.original.loc[[c]], "family").iloc[0],
+        "filter": grouped(values.original.loc[[c]], "filter").iloc[0],
+        "image": tuple(map(str, images[c])) if images and c in images else None,
+    }
+    if view.multiclass:  # the page explains the final model's predicted class against the others
+        item.update(predicted=str(final.predicted[c]), base=float(values.shap.base_value[c]),
+                    class_probs=[(k, float(final.class_proba.loc[c, k])) for k in view.classes])
+    return item
+
+
+def _summary(view: _ModelView, values: _Values, imp: _Importance, agree, stability, perf: Performance,
+             settings, X, page_cases, train_note, out_dir: Path) -> dict:
+    top = imp.top[: settings.top_features]
+    summary = {
+        "model_name": view.model_name,
+        "positive_class": view.positive,
+        "threshold": view.threshold,
+        "explainer": values.shap.explainer,
+        "explainer_notes": values.shap.notes,
+        "background_source": train_note,
+        "base_value": values.shap.base_value,
+        "additivity_max_error": values.additivity,
+        "n_cases": int(len(X)),
+        "n_patients": len(page_cases),
+        "n_final_features": int(values.shap.values.shape[1]),
+        "top_features": [{**parse_feature_name(n), "feature": n, "mean_abs_shap": float(imp.mean_abs[n])}
+                         for n in top],
+        "by_family": {k: float(v) for k, v in imp.family.items()},
+        "by_filter": {k: float(v) for k, v in imp.image_filter.items()},
+        "shap_lime_agreement": _agreement_summary(agree, settings.lime_top),
+        "fold_stability": {k: v for k, v in stability.items() if k not in ("matrix", "importance")},
+        "performance": {"source": perf.source, "description": perf.description, "confusion": perf.confusion,
+                        "n_repeats": perf.n_repeats},
+        "settings": settings.model_dump(),
+        "files": sorted(str(p.relative_to(out_dir)) for p in out_dir.glob("*.csv")),
+    }
+    if view.multiclass:
+        summary.update(outcome_type="multiclass", classes=view.classes,
+                       base_value={c: r.base_value for c, r in values.by_class.items()},
+                       mean_abs_shap_by_class={c: {n: float(imp.per_class.loc[n, c]) for n in top}
+                                               for c in view.classes})
+    return summary
+
+
+def _stability_long(importance: pd.DataFrame) -> pd.DataFrame:
+    """fold_stability.csv: one row per (feature, fold model) with mean |SHAP| and whether selection kept it."""
+    long = importance.rename_axis("feature").reset_index().melt(id_vars="feature", var_name="fold",
+                                                                 value_name="mean_abs_shap")
+    long["selected"] = long["mean_abs_shap"].notna()
+    return long.set_index("feature")
 
 
 # ---------------------------------------------------------------- inputs
@@ -412,8 +577,8 @@ def _numeric(df: pd.DataFrame, batch: str | None) -> pd.DataFrame:
     return out
 
 
-def _training_features(model_path: Path, names: list[str], batch: str | None = None) -> pd.DataFrame | None:
-    path = ModelFolder(model_path).train_features_path
+def _training_features(folder: ModelFolder, names: list[str], batch: str | None = None) -> pd.DataFrame | None:
+    path = folder.train_features_path
     if not path.exists():
         return None
     try:
