@@ -288,9 +288,8 @@ def detect_layout(folder: str | Path, *, base: DatasetSpec | None = None) -> Lay
     found = _first_dicom_file(root)
     if found is not None:
         n_files, n_folders = _count_files(root)
-        return LayoutGuess("dicom", spec("dicom"),
-                           f"DICOM tree: {n_files} files in {n_folders} folder(s), first DICOM file "
-                           f"{found.relative_to(root).as_posix()}{with_labels}")
+        # no file or folder name in the summary: exports name folders after patients, and init writes it down
+        return LayoutGuess("dicom", spec("dicom"), f"DICOM tree: {n_files} files in {n_folders} folder(s){with_labels}")
 
     raise ConfigError(f"cannot tell how the cohort in {root} is laid out: it holds {_describe_contents(root)}. "
                       + _LAYOUT_HELP, key="layout")
