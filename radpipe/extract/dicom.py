@@ -85,8 +85,8 @@ def read_dicom_series(
     """
     if not isinstance(folder, str | Path):
         files = [Path(f) for f in folder]
-        where = f"the {len(files)} file(s) of the series" + (f" in {files[0].parent.name}/" if files else "")
-        return _read_series(where, _image_series_of(files), series_uid)
+        # no folder name: exports name folders after patients, and this text reaches qc.csv
+        return _read_series(f"the {len(files)} file(s) given", _image_series_of(files), series_uid)
     folder = Path(folder)
     if not folder.is_dir():
         raise CaseError(f"DICOM folder not found: {folder}")
