@@ -12,6 +12,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from rich.markup import escape
+
 from radpipe.console import console, progress_bar, summary_table, warn
 from radpipe.pipeline import RunHooks
 
@@ -37,7 +39,7 @@ class ConsoleHooks(RunHooks):
     """Progress bars on stderr and a summary table after each stage."""
 
     def note(self, message: str) -> None:
-        console.print(f"[cyan]note:[/] {message}", highlight=False)
+        console.print(f"[cyan]note:[/] {escape(message)}", highlight=False)
 
     @contextmanager
     def extracting(self, cohort, out_dir: Path) -> Iterator:

@@ -111,6 +111,9 @@ def extract(
     format: Annotated[str, typer.Option("--format", help="Table formats: csv, parquet or both.")] = "csv,parquet",
     cache_dir: Annotated[Path | None, typer.Option(help="Share a result cache between runs (default OUT/.cache).")] = None,
     pseudonymise: Pseudonymise = None,
+    reference: Annotated[Path | None, typer.Option(
+        help="The training cohort's features folder (or model folder): reuse its bin width instead of choosing "
+        "one from this cohort.")] = None,
     debug: Debug = False,
 ) -> int:
     """Extract pyradiomics features for every case of a cohort.
@@ -120,8 +123,9 @@ def extract(
     A case that fails is recorded and the others go on; the exit code is then 1.
     Rerunning the same command reuses finished cases (after a crash, or when cases were added).
     """
+    from radpipe._cli_progress import ConsoleHooks
     from radpipe.cohort import load_cohort
-    from radpipe.pipeline import extract_with_progress
+    from radpipe.extract.stage import extract_cohort
 
     spec, base = _load_recipe(recipe)
     settings = spec.extract
@@ -130,8 +134,12 @@ def extract(
         settings.resolve_paths(Path.cwd())
     cohort = load_cohort(dataset, relative_to=base)
     formats = tuple(part.strip() for part in format.split(",") if part.strip())
-    result = extract_with_progress(cohort, settings, out, jobs=jobs, scheduler=scheduler, formats=formats,
-                                   cache_dir=cache_dir, pseudonymise=pseudonymise)
+    hooks = ConsoleHooks()
+    with hooks.extracting(cohort, out) as on_result:
+        result = extract_cohort(cohort, settings, out, jobs=jobs, scheduler=scheduler, formats=formats,
+                                cache_dir=cache_dir, pseudonymise=pseudonymise, reference=reference,
+                                on_result=on_result)
+    hooks.extracted(cohort, result)
     if not result.tables_written:
         console.print(f"nothing changed since the last run: {result.summary.cached} cases from the cache, "
                       f"tables in {out} left as they were")
@@ -160,10 +168,10 @@ def train(
     Writes metrics.csv (AUC with bootstrap 95% CI per model), predictions.csv (out-of-fold),
     the refit best model (model.joblib + sha256 + model_card.json/.md) and every model under models/.
     """
-    import pandas as pd
-
-    from radpipe.extract.tables import read_feature_table
-    from radpipe.pipeline import batch_labels, labelled, modelling_table, train_from_tables, with_batch
+    from radpipe._cli_progress import ConsoleHooks
+    from radpipe.model.inputs import modelling_table, read_features, read_outcomes, training_inputs
+    from radpipe.model.train import fit_models
+    from radpipe.model.validate import fit_count
 
     spec, _ = _load_recipe(recipe)
     update = {"n_jobs": jobs}
@@ -176,25 +184,16 @@ def train(
     if batch_column:
         update.update(harmonise="combat", batch_column=batch_column)
     settings = type(spec.model).model_validate({**spec.model.model_dump(), **update})
-    table = pd.read_csv(labels, dtype=str, encoding="utf-8-sig").set_index("case_id")
-    if label_column not in table.columns:
-        from radpipe.errors import ConfigError
-
-        raise ConfigError(f"no column '{label_column}' (columns: {list(table.columns)})", file=str(labels),
-                          key="--label-column")
-    X = modelling_table(read_feature_table(features), spec.extract.aggregate)
-    X, y = labelled(X, table[label_column].dropna())
-    if settings.harmonise:
-        batches = batch_labels(table, X.index, settings, file=str(labels), outer_folds=settings.outer_folds,
-                               name=f"--labels {labels.name}",
-                               key="--batch-column" if batch_column else "model.batch_column")
-        X = with_batch(X, batches, settings.batch_column)
-    groups = table.loc[X.index, settings.group_column] if settings.group_column else None
-    result = train_from_tables(X, y, settings, out, groups=groups)
-    summary_table(f"models → {out}", [
-        (row.model, f"AUC {row.auc:.3f} (95% CI {row.auc_ci_low:.3f}–{row.auc_ci_high:.3f})")
-        for row in result.metrics[result.metrics["cohort"] == "cv"].itertuples()
-    ])
+    table = read_outcomes(labels, label_column=label_column, key="--labels")
+    X = modelling_table(read_features(features, key="FEATURES"), spec.extract.aggregate)
+    inputs = training_inputs(X, table, settings, label_column=label_column, source=str(labels))
+    hooks = ConsoleHooks()
+    console.print(repr(inputs), highlight=False, markup=False)
+    for message in inputs.notes():
+        hooks.note(message)
+    with hooks.training(fit_count(inputs.settings)) as (progress, advance):
+        result = fit_models(inputs, out, progress=progress, advance=advance)
+    hooks.trained(result)
     return EXIT_OK
 
 
@@ -216,16 +215,16 @@ def explain(
 ) -> int:
     """Write SHAP and LIME explanations: cohort.html, patients/<case_id>.html, shap_values.csv, lime.csv."""
 
-    from radpipe.extract.tables import read_feature_table
-    from radpipe.pipeline import explain_from_folder, modelling_table
+    from radpipe._cli_progress import ConsoleHooks
+    from radpipe.explain.report import explain as explain_model
+    from radpipe.model.folder import ModelFolder
+    from radpipe.model.inputs import features_for_model, modelling_table, read_features, read_outcomes
+    from radpipe.model.persist import load_model
 
     spec, base = _load_recipe(recipe)
-    from radpipe.model.persist import load_model
-    from radpipe.model.prediction import with_batches
-
-    model = load_model(model_dir, trust=trust)  # refuse a tampered model before reading anything else
-    X = modelling_table(read_feature_table(features), spec.extract.aggregate)
-    y = images = None
+    model = load_model(ModelFolder(model_dir).require().path, trust=trust)  # refuse a tampered model first
+    X = modelling_table(read_features(features, key="--features"), spec.extract.aggregate)
+    y = images = batches = None
     if cohort:
         from radpipe.cohort import load_cohort
 
@@ -233,14 +232,16 @@ def explain(
         y = loaded.labels
         images = {case.case_id: (case.image, case.mask) for case in loaded.cases}
         # a harmonised model needs each case's scanner/centre: the cohort's clinical table has it
-        X = with_batches(model, X, loaded.clinical if not loaded.clinical.empty else None)
+        batches = loaded.clinical if not loaded.clinical.empty else None
     if labels:
-        table = _labels_table(labels)
-        y = table["label"] if "label" in table.columns else y
-        X = with_batches(model, X, table)
+        table = read_outcomes(labels, label_column=None, key="--labels")
+        y = table["label"].dropna() if "label" in table.columns else y
+        batches = table
+    X = features_for_model(model, X, batches)
     chosen = [p.strip() for p in patients.split(",")] if patients else None
-    explain_from_folder(model_dir, X, out, labels=y, images=images, settings=spec.explain, jobs=jobs,
-                        patients=chosen, trust=trust)
+    with ConsoleHooks().explaining(len(chosen) if chosen else len(X)) as progress:
+        explain_model(model_dir, X, out, labels=y, images=images, patients=chosen, settings=spec.explain,
+                      n_jobs=jobs, progress=progress, trust=trust)
     console.print(f"cohort report: [bold]{Path(out) / 'cohort.html'}[/]")
     return EXIT_OK
 
@@ -257,27 +258,16 @@ def run(
     debug: Debug = False,
 ) -> int:
     """Run a recipe end to end: extract → train → explain."""
+    from radpipe._cli_progress import ConsoleHooks
     from radpipe.config import load_recipe
     from radpipe.pipeline import run_recipe
 
     spec = load_recipe(recipe)
     result = run_recipe(spec, recipe.resolve().parent, out, jobs=jobs, scheduler=scheduler, explain=not no_explain,
-                        pseudonymise=pseudonymise)
+                        pseudonymise=pseudonymise, hooks=ConsoleHooks())
     if result.explain_dir:
         console.print(f"cohort report: [bold]{result.explain_dir / 'cohort.html'}[/]")
     return EXIT_CASES_FAILED if result.n_failed else EXIT_OK
-
-
-def _labels_table(path: Path):
-    """A labels CSV (case_id plus outcome, batch, ... columns) as text, indexed by case_id."""
-    import pandas as pd
-
-    from radpipe.errors import ConfigError
-
-    table = pd.read_csv(path, dtype=str, encoding="utf-8-sig")
-    if "case_id" not in table.columns:
-        raise ConfigError(f"no column 'case_id' (columns: {list(table.columns)})", file=str(path), key="--labels")
-    return table.set_index("case_id")
 
 
 @app.command()
@@ -300,13 +290,16 @@ def predict(
     A model trained with ComBat harmonisation needs each case's batch (its model card's cv.batch_column):
     a column of the feature table, or else of the --labels CSV.
     """
-    from radpipe.extract.tables import read_feature_table, write_csv
+    from radpipe.extract.tables import write_csv
+    from radpipe.model.folder import ModelFolder
+    from radpipe.model.inputs import features_for_model, read_features, read_outcomes
     from radpipe.model.persist import load_model
     from radpipe.model.prediction import predict as predict_cases
-    from radpipe.model.prediction import with_batches
 
+    ModelFolder(model).require()
     loaded = load_model(model, trust=trust)
-    X = with_batches(loaded, read_feature_table(features), _labels_table(labels) if labels else None)
+    table = read_outcomes(labels, label_column=None, key="--labels") if labels else None
+    X = features_for_model(loaded, read_features(features, key="FEATURES"), table)
     result = predict_cases(loaded, X)
     write_csv(result.reset_index() if "case_id" not in result.columns else result, out)
     console.print(f"{len(result)} predictions → [bold]{out}[/]")
@@ -332,18 +325,21 @@ def evaluate(
     the feature table, or else from --labels.
     """
     from radpipe.errors import ConfigError
-    from radpipe.extract.tables import read_feature_table, write_csv
+    from radpipe.extract.tables import write_csv
+    from radpipe.model.folder import ModelFolder
+    from radpipe.model.inputs import features_for_model, read_features, read_outcomes
     from radpipe.model.persist import load_model
     from radpipe.model.prediction import evaluate as evaluate_model
-    from radpipe.model.prediction import with_batches
 
+    ModelFolder(model).require()
     loaded = load_model(model, trust=trust)
-    table = _labels_table(labels)
-    if "label" not in table.columns:
-        raise ConfigError(f"no column 'label' (columns: {list(table.columns)})", file=str(labels), key="--labels")
-    y = table["label"]
-    X = with_batches(loaded, read_feature_table(features), table)
+    table = read_outcomes(labels, key="--labels")
+    y = table["label"].dropna()
+    X = features_for_model(loaded, read_features(features, key="FEATURES"), table)
     common = [c for c in X.index if c in y.index]
+    if not common:
+        raise ConfigError(f"no case of the feature table has a label in {labels} (feature table case ids, e.g. "
+                          f"{X.index[:3].tolist()}; labelled, e.g. {y.index[:3].tolist()})", key="--labels")
     metrics = evaluate_model(loaded, X.loc[common], y.loc[common])
     console.print(metrics.T.to_string())
     if out:
@@ -432,13 +428,25 @@ def validate(
     recipe: Annotated[Path, typer.Argument(help="Recipe to check.")],
     debug: Debug = False,
 ) -> int:
-    """Check a recipe and its dataset without computing anything."""
+    """Check a recipe and its dataset without computing anything: everything `radpipe run` checks before it
+    extracts (labels and outcome column, positive class, folds, group and batch columns, external cohorts)."""
+    from radpipe._cli_progress import ConsoleHooks
     from radpipe.cohort import load_cohort
     from radpipe.config import load_recipe
+    from radpipe.model.inputs import check_recipe_inputs
 
     spec = load_recipe(recipe)
-    cohort = load_cohort(spec.dataset, relative_to=recipe.resolve().parent)
+    base = recipe.resolve().parent
+    cohort = load_cohort(spec.dataset, relative_to=base)
+    external = {name: load_cohort(name, relative_to=base) for name in spec.external}
+    checked = check_recipe_inputs(cohort, spec.model, external=external)
     console.print(f"[green]ok[/]: {recipe} is valid; {cohort!r}")
+    settings = checked.settings
+    positive = f", positive class '{checked.classes[1]}'" if len(checked.classes) == 2 else ", multi-class"
+    console.print(f"  outcome '{checked.label_column}': classes {checked.classes}{positive}; folds "
+                  f"{settings.outer_folds} outer x {settings.inner_folds} inner", highlight=False, markup=False)
+    for message in checked.notes():
+        ConsoleHooks().note(message)
     for problem in cohort.problems:
         colour = "red" if problem.status == "failed" else "yellow"
         console.print(f"  [{colour}]{problem.case_id}[/] ({problem.action}): {problem.reason}")

@@ -6,6 +6,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
@@ -51,8 +52,9 @@ def summary_table(title: str, rows: list[tuple[str, str]]) -> None:
 
 
 def error(message: str) -> None:
-    console.print(f"[bold red]error:[/] {message}", highlight=False)
+    # escaped: a message quoting "models: [logreg, rf]" must not lose it as rich markup
+    console.print(f"[bold red]error:[/] {escape(message)}", highlight=False)
 
 
 def warn(message: str) -> None:
-    console.print(f"[yellow]warning:[/] {message}", highlight=False)
+    console.print(f"[yellow]warning:[/] {escape(message)}", highlight=False)

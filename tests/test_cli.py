@@ -81,3 +81,27 @@ def test_params_file_on_the_command_line_overrides_the_recipe(tmp_path):
     assert result.exit_code == 0, result.output
     header = (out / "features.csv").read_text().splitlines()[0]
     assert "square_firstorder_Mean" in header  # the file's image type, not only the recipe's Original
+
+
+def test_plain_config_import_leaves_simpleitk_and_pyradiomics_unloaded():
+    """`import radpipe.config` (every command, `radpipe validate`) must not pay for SimpleITK or pyradiomics."""
+    import subprocess
+    import sys
+
+    code = ("import sys, radpipe.config, radpipe.extract.settings; "
+            "print(sorted(m for m in ('SimpleITK', 'radiomics', 'sklearn') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
+
+
+def test_extract_settings_and_features_import_in_either_order():
+    """No import cycle between radpipe.extract.settings and radpipe.extract.features."""
+    import subprocess
+    import sys
+
+    for first, second in (("settings", "features"), ("features", "settings")):
+        code = f"import radpipe.extract.{first}, radpipe.extract.{second}"
+        assert subprocess.run([sys.executable, "-c", code], capture_output=True).returncode == 0
+    from radpipe.extract import features, settings
+
+    assert features.quiet_pyradiomics is settings.quiet_pyradiomics

@@ -57,7 +57,7 @@ def test_training_with_1_or_2_jobs_gives_byte_identical_results(tmp_path):
     X, y, groups = _cohort(n=48)
     for jobs in (1, 2):
         settings = ModelSettings(models=["logreg", "rf"], outer_folds=3, inner_folds=3, bootstrap=50, n_jobs=jobs,
-                                 group_column="patient")
+                                 group_column="patient", positive_class="malignant")
         train_models(X, y, settings, tmp_path / f"jobs{jobs}", groups=groups)
     for name in ("metrics.csv", "predictions.csv", "splits.json", "train_features.csv", "model_card.json"):
         assert (tmp_path / "jobs1" / name).read_bytes() == (tmp_path / "jobs2" / name).read_bytes(), name

@@ -205,6 +205,180 @@ def test_extract_external_cohort_with_reference_reuses_the_frozen_width(tmp_path
 
 
 # ---------------------------------------------------------------------------------------------------------
+# Findings 3, 4, 6, 7 and 9 (helper H4): model inputs checked in one place (radpipe.model.inputs).
+# 3: default `radpipe train` on 12 cases (6/6) exited 3: the SVM's calibration CV asked for 3 folds of
+#    inner folds holding fewer cases. 4: string labels without a positive class silently made the minority
+#    class positive. 6: user mistakes exited 3. 7: `validate` accepted a labels file `run` refused.
+# 9: `train` printed nothing for 20 s; extraction rates disagreed; a cached rerun said "0.00 cases/s".
+# ---------------------------------------------------------------------------------------------------------
+
+def _small_tables(folder, n=12, labels=("no_metastasis", "metastasis")):
+    """A 12-case feature table (one informative feature) and its labels.csv, as a user brings them."""
+    import numpy as np
+    import pandas as pd
+
+    rng = np.random.default_rng(3)
+    ids = [f"STS_{i:03d}" for i in range(n)]
+    y = [labels[i % 2] for i in range(n)]
+    table = pd.DataFrame(rng.normal(size=(n, 6)), columns=[f"original_firstorder_F{j}" for j in range(6)])
+    table["original_firstorder_F0"] += 1.5 * np.array([label == labels[1] for label in y])
+    table.insert(0, "case_id", ids)
+    folder.mkdir(parents=True, exist_ok=True)
+    table.to_csv(folder / "features.csv", index=False)
+    pd.DataFrame({"case_id": ids, "label": y}).to_csv(folder / "labels.csv", index=False)
+    return folder / "features.csv", folder / "labels.csv"
+
+
+def test_train_on_12_cases_fits_the_svm_calibration_folds_to_the_classes(tmp_path):
+    """The SVM (what failed) with the default folds; the full default run is the slow test below."""
+    import json
+
+    import pandas as pd
+
+    features, labels = _small_tables(tmp_path)
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text("name: r\ndataset: .\nmodel:\n  models: [svm]\n  bootstrap: 200\n")
+    result = runner.invoke(app, ["train", str(features), "--labels", str(labels), "--out", str(tmp_path / "m"),
+                                 "--positive-class", "metastasis", "--recipe", str(recipe)])
+    assert result.exit_code == 0, result.output
+    text = said(result)
+    assert "note: the smallest class ('metastasis') has 6 cases: SVM calibration folds 3 -> 2" in text
+    assert "train (models x outer folds, final fits)" in text and "6/6" in text  # 5 outer folds + the refit
+    cv = pd.read_csv(tmp_path / "m" / "metrics.csv").set_index("model")
+    assert cv.loc["svm", "n"] == 12 and cv.loc["svm", "auc_ci_low"] <= cv.loc["svm", "auc"] <= cv.loc["svm", "auc_ci_high"]
+    splits = json.loads((tmp_path / "m" / "splits.json").read_text())
+    assert splits["folds_reduced"]["used"] == {"outer_folds": 5, "inner_folds": 3, "calibration_folds": 2}
+    assert json.loads((tmp_path / "m" / "model_card.json").read_text())["cv"]["calibration_folds"] == 2
+
+
+@pytest.mark.slow  # about 30 s alone, 75 s on a busy 2-core machine
+def test_default_train_on_12_cases_completes_with_folds_fitted_to_the_classes(tmp_path):
+    import json
+
+    import pandas as pd
+
+    features, labels = _small_tables(tmp_path)
+    result = runner.invoke(app, ["train", str(features), "--labels", str(labels), "--out", str(tmp_path / "m"),
+                                 "--positive-class", "metastasis"])
+    assert result.exit_code == 0, result.output
+    text = said(result)
+    assert "note: the smallest class ('metastasis') has 6 cases: SVM calibration folds 3 -> 2" in text
+    assert "train (models x outer folds, final fits)" in text and "18/18" in text  # 3 models x (5 folds + refit)
+    cv = pd.read_csv(tmp_path / "m" / "metrics.csv").set_index("model")
+    assert sorted(cv.index) == ["rf", "svm", "xgb"] and cv["auc"].between(0, 1).all()
+    assert (cv["auc_ci_low"] <= cv["auc"]).all() and (cv["auc"] <= cv["auc_ci_high"]).all()
+    splits = json.loads((tmp_path / "m" / "splits.json").read_text())
+    assert splits["outer_folds"] == 5 and len(splits["folds"]) == 5
+    assert splits["folds_reduced"]["used"] == {"outer_folds": 5, "inner_folds": 3, "calibration_folds": 2}
+    card = json.loads((tmp_path / "m" / "model_card.json").read_text())
+    assert card["cv"]["calibration_folds"] == 2 and card["positive_class"] == "metastasis"
+
+
+def test_train_too_few_cases_for_any_fold_is_exit_2_naming_the_counts(tmp_path):
+    features, labels = _small_tables(tmp_path, n=6)  # 3 of each class: the SVM cannot calibrate
+    result = runner.invoke(app, ["train", str(features), "--labels", str(labels), "--out", str(tmp_path / "m"),
+                                 "--positive-class", "metastasis"])
+    assert result.exit_code == 2, result.output
+    text = said(result)
+    assert "has 3 cases {'metastasis': 3, 'no_metastasis': 3}" in text
+    assert "leave 'svm' out of model.models" in text and not (tmp_path / "m").exists()
+
+
+def test_string_labels_without_a_positive_class_are_exit_2_listing_both_and_where_to_set_it(tmp_path):
+    features, labels = _small_tables(tmp_path)
+    result = runner.invoke(app, ["train", str(features), "--labels", str(labels), "--out", str(tmp_path / "m")])
+    assert result.exit_code == 2, result.output
+    text = said(result)
+    assert "two classes, 'metastasis' and 'no_metastasis', and no positive class" in text
+    assert "--positive-class" in text and "model.positive_class" in text and "positive_class: VALUE" in text
+    assert not (tmp_path / "m").exists()
+
+
+def test_zero_one_labels_need_no_positive_class(tmp_path):
+    features, labels = _small_tables(tmp_path, labels=("0", "1"))
+    result = runner.invoke(app, ["train", str(features), "--labels", str(labels), "--out", str(tmp_path / "m"),
+                                 "--models", "logreg"])
+    assert result.exit_code == 0, result.output
+    assert "positive '1'" in said(result)
+
+
+@pytest.mark.parametrize("case", ["features", "labels", "labels_without_case_id", "labels_column"])
+def test_train_user_mistakes_are_exit_2_naming_the_path(tmp_path, case):
+    features, labels = _small_tables(tmp_path)
+    expected = {"features": ("nowhere.csv", "feature table not found"),
+                "labels": ("nowhere.csv", "labels table not found"),
+                "labels_without_case_id": ("labels.csv", "no column 'case_id'"),
+                "labels_column": ("labels.csv", "no column 'outcome'")}[case]
+    args = ["train", str(features), "--labels", str(labels), "--out", str(tmp_path / "m"), "--positive-class",
+            "metastasis"]
+    if case == "features":
+        args[1] = str(tmp_path / "nowhere.csv")
+    elif case == "labels":
+        args[3] = str(tmp_path / "nowhere.csv")
+    elif case == "labels_without_case_id":
+        labels.write_text(labels.read_text().replace("case_id,", "patient,"))
+    else:
+        args += ["--label-column", "outcome"]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 2, result.output
+    text = said(result)
+    assert expected[0] in text and expected[1] in text
+    assert "unexpectedly" not in text
+
+
+@pytest.mark.parametrize("command", ["predict", "evaluate", "explain"])
+def test_a_missing_model_folder_is_exit_2(tmp_path, command):
+    features, labels = _small_tables(tmp_path)
+    where = str(tmp_path / "no_model")
+    args = {"predict": ["predict", where, str(features), "--out", str(tmp_path / "p.csv")],
+            "evaluate": ["evaluate", where, str(features), "--labels", str(labels)],
+            "explain": ["explain", where, "--features", str(features), "--out", str(tmp_path / "e")]}[command]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 2, result.output
+    assert f"model folder {where} does not exist" in said(result)
+
+
+def test_validate_refuses_the_labels_file_run_refuses(tmp_path):
+    from tests.synth import make_cohort
+
+    folder = make_cohort(tmp_path / "cohort", n=6)
+    (folder / "labels.csv").write_text((folder / "labels.csv").read_text().replace("case_id,label", "case_id,outcome"))
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text(f"name: r\ndataset: {folder}\nmodel:\n  positive_class: b\n")
+    for command in ("validate", "run"):
+        result = runner.invoke(app, [command, str(recipe), *(["--out", str(tmp_path / "out")] if command == "run"
+                                                             else [])])
+        assert result.exit_code == 2, result.output
+        assert "has no outcome column 'label'" in said(result) and "['outcome']" in said(result)
+    assert not (tmp_path / "out").exists()
+
+
+def test_validate_reports_what_run_would_train(tmp_path):
+    from tests.synth import make_cohort
+
+    folder = make_cohort(tmp_path / "cohort", n=12)
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text(f"name: r\ndataset: {folder}\nmodel:\n  positive_class: b\n")
+    result = runner.invoke(app, ["validate", str(recipe)])
+    assert result.exit_code == 0, result.output
+    text = said(result)
+    assert "classes ['a', 'b'], positive class 'b'; folds 5 outer x 3 inner" in text
+    assert "SVM calibration folds 3 -> 2" in text
+
+
+def test_extract_rates_agree_and_a_cached_rerun_says_so(tmp_path):
+    from tests.synth import make_cohort
+
+    folder = make_cohort(tmp_path / "cohort", n=4)
+    first = runner.invoke(app, ["extract", str(folder), "--out", str(tmp_path / "f")])
+    assert first.exit_code == 0, first.output
+    assert "cases/s (4 computed in" in said(first)
+    again = runner.invoke(app, ["extract", str(folder), "--out", str(tmp_path / "f")])
+    assert again.exit_code == 0, again.output
+    assert "all 4 cases from the cache" in said(again) and "0.00 cases/s" not in said(again)
+
+
+# ---------------------------------------------------------------------------------------------------------
 # Finding 8 (helper H2): a per-case folder whose mask/ held the RTSTRUCT was read as an image series ("No DICOM
 # image series in .../mask"); a one-structure RTSTRUCT still demanded extract.roi_name; a folder of per-case
 # folders needed `layout: per_case` in datasets.yaml.

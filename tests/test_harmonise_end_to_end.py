@@ -46,7 +46,7 @@ def harmonised_run(tmp_path_factory):
     recipe = Recipe(name="h", dataset=str(folder), extract=FAST_EXTRACT, explain=FAST_EXPLAIN,
                     model=ModelSettings(models=["logreg"], harmonise="combat", batch_column="scanner",
                                         outer_folds=3, inner_folds=2, select_k=3, bootstrap=20,
-                                        correlation_threshold=None))
+                                        correlation_threshold=None, positive_class="b"))
     result = run_recipe(recipe, tmp, tmp / "out")
     return tmp, folder, result
 
@@ -155,7 +155,7 @@ def test_external_cohort_keeps_its_text_batch_column(harmonised_run, tmp_path):
     train = train.set_index("case_id")
     y = pd.read_csv(folder / "labels.csv", dtype=str).set_index("case_id")["label"]
     settings = ModelSettings(models=["logreg"], harmonise="combat", batch_column="scanner", outer_folds=3,
-                             inner_folds=2, select_k=3, bootstrap=0, correlation_threshold=None)
+                             inner_folds=2, select_k=3, bootstrap=0, correlation_threshold=None, positive_class="b")
     external = train.iloc[::3]
     result = train_models(train, y, settings, tmp_path / "m", external={"ext": (external, y)})
     ext = result.predictions[result.predictions["cohort"] == "ext"].set_index("case_id")
@@ -207,20 +207,14 @@ def test_a_dataset_positive_class_on_three_classes_is_refused_before_extracting(
     (None, None, ["a", "b", "c"], None),     # no positive class: multi-class
 ])
 def test_dataset_positive_class_is_copied_only_for_two_classes(declared, recipe_class, classes, expected):
-    from types import SimpleNamespace
+    from radpipe.model.inputs import resolve_classes
 
-    from radpipe.pipeline import _outcome_settings
-
-    cohort = SimpleNamespace(name="d", spec=SimpleNamespace(positive_class=declared))
-    settings = _outcome_settings(ModelSettings(positive_class=recipe_class), cohort, classes)
+    _, settings = resolve_classes(classes, ModelSettings(positive_class=recipe_class), declared=declared, dataset="d")
     assert settings.positive_class == expected
 
 
 def test_dataset_positive_class_that_is_no_label_is_named():
-    from types import SimpleNamespace
+    from radpipe.model.inputs import resolve_classes
 
-    from radpipe.pipeline import _outcome_settings
-
-    cohort = SimpleNamespace(name="d", spec=SimpleNamespace(positive_class="yes"))
     with pytest.raises(ConfigError, match=r"dataset 'd' sets positive_class 'yes', which is not one of its labels"):
-        _outcome_settings(ModelSettings(), cohort, ["a", "b", "c"])
+        resolve_classes(["a", "b", "c"], ModelSettings(), declared="yes", dataset="d")

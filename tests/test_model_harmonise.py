@@ -18,7 +18,7 @@ from sklearn.utils.estimator_checks import check_estimator
 
 from radpipe.errors import ConfigError
 from radpipe.model import ComBatHarmoniser, ModelSettings, build_pipeline
-from radpipe.model.train import check_training_data
+from radpipe.model.inputs import training_inputs
 
 SCANNERS = ("GE", "Philips", "Siemens")
 SHIFT = {"GE": 1.5, "Philips": -1.5, "Siemens": 0.0}     # additive scanner effect
@@ -277,7 +277,7 @@ def test_train_models_harmonises_rebalances_and_records_both_on_the_model_card(t
     table, y = scanner_cohort(seed=1, signal=0.8, n_per=20)
     labels = pd.Series(np.where(y, "yes", "no"), index=table.index)
     settings = ModelSettings(models=["logreg"], harmonise="combat", batch_column="scanner", rebalance="smote",
-                             select_k=4, bootstrap=0)
+                             select_k=4, bootstrap=0, positive_class="yes")
     result = train_models(table, labels, settings, tmp_path)
     card = json.loads((tmp_path / "model_card.json").read_text())
     assert card["cv"]["harmonise"] == "combat" and card["cv"]["batch_column"] == "scanner"
@@ -293,17 +293,18 @@ def test_train_models_harmonises_rebalances_and_records_both_on_the_model_card(t
 def test_training_data_keeps_the_batch_column_and_checks_it():
     table, y = scanner_cohort()
     labels = pd.Series(np.where(y, "yes", "no"), index=table.index)
-    X, _, _ = check_training_data(table, labels, batch_column="scanner")
+    settings = ModelSettings(models=["logreg"], positive_class="yes", harmonise="combat", batch_column="scanner")
+    X = training_inputs(table, labels, settings).X
     assert X["scanner"].tolist() == table["scanner"].tolist()
     assert all(dtype == np.float64 for dtype in X.drop(columns="scanner").dtypes)
-    with pytest.raises(ConfigError, match="not numeric: \\['scanner'\\]"):
-        check_training_data(table, labels)
+    plain = training_inputs(table, labels, settings.model_copy(update={"harmonise": None, "batch_column": None}))
+    assert plain.dropped == {"scanner": "text, not a feature"}  # not harmonising: the scanner is no feature
     gap = table.copy()
     gap.loc["case007", "scanner"] = None
     with pytest.raises(ConfigError, match="1 case.*no 'scanner'.*case007"):
-        check_training_data(gap, labels, batch_column="scanner")
+        training_inputs(gap, labels, settings)
     with pytest.raises(ConfigError, match="no batch column 'site'"):
-        check_training_data(table, labels, batch_column="site")
+        training_inputs(table, labels, settings.model_copy(update={"batch_column": "site"}))
 
 
 def _recipe_run(tmp_path, labels_csv: str, **model):
@@ -313,7 +314,9 @@ def _recipe_run(tmp_path, labels_csv: str, **model):
 
     folder = make_cohort(tmp_path / "cohort", n=8)
     (folder / "labels.csv").write_text(labels_csv)
-    recipe = Recipe(name="x", dataset=str(folder), model=ModelSettings(**model))
+    # logreg: 4 cases per class leave too few for the SVM's calibration folds, refused before the batch check
+    recipe = Recipe(name="x", dataset=str(folder), model=ModelSettings(**{"positive_class": "b", "models": ["logreg"],
+                                                                          **model}))
     with pytest.raises(ConfigError) as info:
         run_recipe(recipe, tmp_path, tmp_path / "out", explain=False)
     assert not (tmp_path / "out").exists()      # refused before extraction started
@@ -347,7 +350,7 @@ def test_recipe_external_cohort_from_an_unseen_scanner_stops_before_extracting(t
     external = make_cohort(tmp_path / "external", n=4)
     (external / "labels.csv").write_text(_labels(["GE", "Philips", "GE", "Philips"]))
     recipe = Recipe(name="x", dataset=str(training), external=[str(external)],
-                    model=ModelSettings(harmonise="combat", batch_column="scanner"))
+                    model=ModelSettings(harmonise="combat", batch_column="scanner", positive_class="b"))
     with pytest.raises(ConfigError, match=r"external cohort .* \['Philips'\] .* lacks .*\['GE', 'Siemens'\]"):
         run_recipe(recipe, tmp_path, tmp_path / "out", explain=False)
     assert not (tmp_path / "out").exists()
@@ -433,7 +436,7 @@ def test_splits_json_says_what_the_outer_folds_were_stratified_on(tmp_path):
     table, _ = scanner_cohort(seed=6, n_per=12, p=4)
     labels = pd.Series(np.tile(["no", "yes"], 18), index=table.index)   # 6 cases of each outcome x scanner
     settings = ModelSettings(models=["logreg"], harmonise="combat", batch_column="scanner", outer_folds=2,
-                             inner_folds=2, select_k=2, bootstrap=0, search="random", n_iter=1)
+                             inner_folds=2, select_k=2, bootstrap=0, search="random", n_iter=1, positive_class="yes")
     train_models(table, labels, settings, tmp_path)
     splits = json.loads((tmp_path / "splits.json").read_text())
     assert splits["stratified_on"] == "outcome x batch"
@@ -454,7 +457,7 @@ def saved_harmonised(tmp_path_factory):
     table, y = scanner_cohort(seed=7, signal=0.8, n_per=12, p=4)
     labels = pd.Series(np.where(y, "yes", "no"), index=table.index)
     settings = ModelSettings(models=["logreg"], harmonise="combat", batch_column="scanner", outer_folds=2,
-                             inner_folds=2, select_k=2, bootstrap=0, search="random", n_iter=1)
+                             inner_folds=2, select_k=2, bootstrap=0, search="random", n_iter=1, positive_class="yes")
     train_models(table, labels, settings, out)
     return out, table, labels
 
@@ -519,7 +522,7 @@ def test_smote_on_a_class_too_small_for_its_neighbours_is_refused_before_trainin
     X = pd.DataFrame(rng.normal(size=(40, 4)), columns=list("abcd"),
                      index=pd.Index([f"c{i}" for i in range(40)], name="case_id"))
     y = pd.Series(["pos"] * 10 + ["neg"] * 30, index=X.index)  # 10 -> 8 outer-train -> 5 inner-train cases
-    settings = ModelSettings(models=["logreg"], rebalance="smote", bootstrap=0)
+    settings = ModelSettings(models=["logreg"], rebalance="smote", bootstrap=0, positive_class="pos")
     with pytest.raises(ConfigError, match=r"smallest class has 10 case\(s\), about 5 per inner") as caught:
         train_models(X, y, settings, tmp_path)
     assert caught.value.key == "model.rebalance"

@@ -353,12 +353,13 @@ def test_sts_pet_histological_type_from_pet_radiomics(data_dir, tmp_path):
     near 1 would be a leak, not a discovery."""
     from radpipe.cohort import load_cohort
     from radpipe.config import REPO_ROOT, load_recipe
+    from radpipe.extract.stage import extract_cohort
     from radpipe.extract.tables import read_feature_table
-    from radpipe.pipeline import extract_with_progress, modelling_table
+    from radpipe.model.inputs import modelling_table
 
     recipe = load_recipe(REPO_ROOT / "pipelines" / "sts_pet.yaml")
     cohort = load_cohort("sts_pet", relative_to=REPO_ROOT / "pipelines")
-    result = extract_with_progress(cohort, recipe.extract, tmp_path / "features", jobs=2)
+    result = extract_cohort(cohort, recipe.extract, tmp_path / "features", jobs=2)
     X = modelling_table(read_feature_table(result.out_dir / "features.csv"), recipe.extract.aggregate)
     labels = pd.read_csv(data_dir / "sts_pet" / "labels.csv", dtype=str).set_index("case_id")["mskcc_type"]
     y = labels[labels.isin(["MFH", "Liposarcoma", "Leiomyosarcoma"])]

@@ -12,7 +12,7 @@ from radpipe.model.metrics import CI_METRICS
 
 SETTINGS = ModelSettings(models=["logreg", "svm", "voting"], ensemble_members=["logreg", "svm"],
                          outer_folds=3, inner_folds=3, bootstrap=100, group_column="patient",
-                         search="random", n_iter=3)
+                         search="random", n_iter=3, positive_class="malignant")
 
 
 def _cohort(n=72, seed=0, prefix="case"):
@@ -56,7 +56,7 @@ def test_outputs_and_metric_columns(trained):
     assert np.isnan(cv.loc[result.best_model, "delong_p_vs_best"])
     assert (cv["auc"] > 0.7).all()           # the signal is strong
     assert (cv["auc_ci_low"] <= cv["auc"]).all() and (cv["auc"] <= cv["auc_ci_high"]).all()
-    assert cv["n_positive"].iloc[0] == (y == "malignant").sum()   # minority class is positive
+    assert cv["n_positive"].iloc[0] == (y == "malignant").sum()
     assert any("best model" in m for m in messages)
 
 

@@ -11,7 +11,6 @@ the values of filtering each ROI alone).
 
 from __future__ import annotations
 
-import logging
 import traceback
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -24,7 +23,7 @@ import SimpleITK as sitk
 
 from radpipe.errors import CaseError
 from radpipe.extract import io, preprocess, qc
-from radpipe.extract.settings import ExtractSettings
+from radpipe.extract.settings import ExtractSettings, quiet_pyradiomics
 
 
 @dataclass
@@ -80,13 +79,6 @@ class CaseInput:
 
 
 _EXTRACTORS: dict[str, Any] = {}
-
-
-def quiet_pyradiomics() -> None:
-    """pyradiomics warns on stderr for every case ("GLCM is symmetrical…"); radpipe reports problems itself."""
-    import radiomics
-
-    radiomics.setVerbosity(logging.ERROR)
 
 
 def build_extractor(params: dict):

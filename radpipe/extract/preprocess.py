@@ -14,12 +14,12 @@ Adding a step touches one place: a model below with an ``apply(image, mask)`` me
 
 from __future__ import annotations
 
+import importlib
 import math
 from collections.abc import Mapping, Sequence
-from typing import Annotated, Literal, Union
+from typing import TYPE_CHECKING, Annotated, Literal, Union
 
 import numpy as np
-import SimpleITK as sitk
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from radpipe.errors import CaseError, ConfigError
@@ -29,10 +29,25 @@ __all__ = [
     "apply_preprocessing", "filter_margin_mm", "crop_for_filters", "resample_grid",
 ]
 
+if TYPE_CHECKING:  # pragma: no cover
+    import SimpleITK as sitk
+else:
+    class _SimpleITKOnFirstUse:
+        """SimpleITK, imported when a step first runs: the step models are recipe settings, and
+        ``import radpipe.config`` (every CLI command, ``radpipe validate``) should not pay ~0.3 s for it."""
+
+        def __getattr__(self, name: str):
+            module = importlib.import_module("SimpleITK")
+            globals()["sitk"] = module  # later lookups go straight to the module
+            return getattr(module, name)
+
+    sitk = _SimpleITKOnFirstUse()
+
+#: interpolator option -> SimpleITK constant name (looked up when resampling)
 _INTERPOLATORS = {
-    "bspline": sitk.sitkBSpline,
-    "linear": sitk.sitkLinear,
-    "nearest": sitk.sitkNearestNeighbor,
+    "bspline": "sitkBSpline",
+    "linear": "sitkLinear",
+    "nearest": "sitkNearestNeighbor",
 }
 
 
@@ -81,7 +96,7 @@ class Resample(_Step):
         spacing = _per_axis(self.spacing, image, "resample spacing")
         spacing = tuple(float(new) if new > 0 else old for new, old in zip(spacing, image.GetSpacing(), strict=True))
         reference = resample_grid(image, spacing)
-        interpolator = _INTERPOLATORS[self.interpolator]
+        interpolator = getattr(sitk, _INTERPOLATORS[self.interpolator])
         pixel = image.GetPixelID() if self.interpolator == "nearest" else sitk.sitkFloat32
         low = float(sitk.GetArrayViewFromImage(image).min())
         new_image = sitk.Resample(image, reference, sitk.Transform(), interpolator, low, pixel)

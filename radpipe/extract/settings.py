@@ -108,6 +108,13 @@ class ExtractSettings(BaseModel):
         return json.dumps(payload, sort_keys=True, default=str)
 
 
+def quiet_pyradiomics() -> None:
+    """pyradiomics warns on stderr for every case ("GLCM is symmetrical…"); radpipe reports problems itself."""
+    import radiomics
+
+    radiomics.setVerbosity(logging.ERROR)
+
+
 def validate_pyradiomics_params(params: dict, source: str | None = None) -> None:
     """Validate with pyradiomics' own schema and feature list; raise ConfigError naming the key."""
     from radiomics import featureextractor, getFeatureClasses, getImageTypes
@@ -132,8 +139,6 @@ def validate_pyradiomics_params(params: dict, source: str | None = None) -> None
                     f"'{name}' is not a {feature_class} feature (known: {', '.join(sorted(known))})",
                     file=source, key=f"featureClass.{feature_class}",
                 )
-    from radpipe.extract.features import quiet_pyradiomics
-
     quiet_pyradiomics()
     pykwalify_logger = logging.getLogger("pykwalify")
     previous = pykwalify_logger.level

@@ -7,6 +7,11 @@ command, and should not pay for scikit-learn's and scipy's import time.
 from radpipe._lazy import lazy_exports
 
 _EXPORTS = {
+    "ModelInputs": "radpipe.model.inputs",
+    "features_for_model": "radpipe.model.inputs",
+    "read_features": "radpipe.model.inputs",
+    "read_outcomes": "radpipe.model.inputs",
+    "training_inputs": "radpipe.model.inputs",
     "LoadedModel": "radpipe.model.persist",
     "ModelIntegrityError": "radpipe.model.persist",
     "load_model": "radpipe.model.persist",
@@ -16,6 +21,7 @@ _EXPORTS = {
     "ModelSettings": "radpipe.model.settings",
     "TrainResult": "radpipe.model.train",
     "train_models": "radpipe.model.train",
+    "fit_models": "radpipe.model.train",
     "ComBatHarmoniser": "radpipe.model.transformers",
     "CorrelationFilter": "radpipe.model.transformers",
     "FeatureSelector": "radpipe.model.transformers",

@@ -259,7 +259,7 @@ def plan_folds(counts: Mapping[str, int], settings: ModelSettings) -> FoldPlan:
     >>> plan.outer, plan.inner, plan.calibration
     (5, 3, 2)
     """
-    counts = {str(k): int(v) for k, v in counts.items()}
+    counts = {str(k): int(v) for k, v in sorted(counts.items())}
     smallest = min(counts, key=lambda c: (counts[c], c))
     n = counts[smallest]
     which = "smaller class" if len(counts) == 2 else "smallest class"
