@@ -354,7 +354,7 @@ def test_datasets_yaml_root_that_does_not_exist_is_a_config_error(tmp_path, monk
 
 def test_validate_lists_the_cohort_problems(corpus):
     root, clean3, dirty3, expected3, *_ = corpus
-    recipe = _recipe(root / "dirty.yaml", f"name: dirty\ndataset: {dirty3}\n")
+    recipe = _recipe(root / "dirty.yaml", f"name: dirty\ndataset: {dirty3}\nmodel:\n  positive_class: b\n")
     result = runner.invoke(app, ["validate", str(recipe)])
     assert result.exit_code == 1, result.output
     flat = " ".join(result.output.split())

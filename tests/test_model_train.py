@@ -136,10 +136,13 @@ def test_rejects_positive_class_of_a_multiclass_outcome_and_unknown_positive_cla
     X, y, _ = _cohort(n=20)
     y3 = y.copy()
     y3.iloc[:3] = "other"   # three classes are a multi-class outcome (tests/test_model_multiclass.py)
+    ungrouped = SETTINGS.model_copy(update={"group_column": None})
     with pytest.raises(ConfigError, match="applies only to a binary outcome.*3 classes"):
-        train_models(X, y3, SETTINGS.model_copy(update={"positive_class": "malignant"}), tmp_path)
+        train_models(X, y3, ungrouped.model_copy(update={"positive_class": "malignant"}), tmp_path)
     with pytest.raises(ConfigError, match="positive_class"):
-        train_models(X, y, SETTINGS.model_copy(update={"positive_class": "cancer"}), tmp_path)
+        train_models(X, y, ungrouped.model_copy(update={"positive_class": "cancer"}), tmp_path)
+    with pytest.raises(ConfigError, match="no group column 'patient'"):  # a group column needs the groups
+        train_models(X, y, SETTINGS, tmp_path)
 
 
 def test_pipeline_steps_carry_feature_names(trained):

@@ -320,13 +320,27 @@ def batch_label(value) -> str | None:
     return str(value).strip() or None
 
 
+def _inner_batch_floor(batches: pd.Series, y: pd.Series, plan: FoldPlan) -> dict[str, int] | None:
+    """The fewest cases of each batch an inner training fold can hold when both CV levels stratify on
+    outcome x batch (every stratum at least as large as the folds); None when they fall back to the outcome."""
+    table = pd.crosstab(batches, y.reindex(batches.index))
+    counts = table.to_numpy(dtype=float)
+    if counts[counts > 0].min() < plan.outer:
+        return None
+    outer_train = counts - np.ceil(counts / plan.outer)
+    if outer_train[counts > 0].min() < plan.inner:
+        return None
+    inner_train = outer_train - np.ceil(outer_train / plan.inner)
+    return {str(batch): int(n) for batch, n in zip(table.index, inner_train.sum(axis=1), strict=True)}
+
+
 def check_batches(values: pd.Series, settings: ModelSettings, *, plan: FoldPlan | None = None,
-                  name: str = "the training cohort", file: str | None = None,
+                  y: pd.Series | None = None, name: str = "the training cohort", file: str | None = None,
                   key: str = "model.batch_column") -> pd.Series:
     """Each case's batch as text, checked for ComBat.
 
-    Every case needs a batch; with a ``plan`` (training) there must be two batches, each large enough
-    to appear at least twice in every inner training fold of the nested CV.
+    Every case needs a batch; with a ``plan`` and the outcomes ``y`` (training) there must be two batches,
+    each large enough to appear at least twice in every inner training fold of the nested CV.
     """
     column = settings.batch_column
     text = values.map(batch_label)
@@ -340,6 +354,16 @@ def check_batches(values: pd.Series, settings: ModelSettings, *, plan: FoldPlan 
     if len(counts) < 2:
         raise ConfigError(f"every labelled case has '{column}' = '{counts.index[0]}': with a single batch there "
                           "is nothing to harmonise (remove harmonise)", file=file, key=key)
+    floor = _inner_batch_floor(text, y, plan) if y is not None else None
+    if floor is not None:  # stratified on outcome x batch at both levels: the worst fold is known exactly
+        short = {batch: n for batch, n in floor.items() if n < 2}
+        if short:
+            raise ConfigError(
+                f"batch(es) {short} of column '{column}' would have fewer than 2 cases in an inner training fold of "
+                f"the nested CV ({plan.outer} outer x {plan.inner} inner folds; batch sizes {counts.to_dict()}), "
+                "and ComBat needs 2 of every batch there. Merge small batches (e.g. rare scanners into one 'other' "
+                "value) in the labels file", file=file, key=key)
+        return text
     # an inner training fold holds about (1 - 1/outer)(1 - 1/inner) of the cases, and ComBat needs 2 of each
     # batch there; folds are stratified on outcome x batch, but on the outcome alone when a combined stratum is
     # smaller than the folds (small batches), so ask for about 4 to leave a margin
@@ -525,7 +549,7 @@ def training_inputs(
     if settings.rebalance == "smote":
         _check_smote(plan, settings)
     if batches is not None:
-        batches = check_batches(batches.reindex(X.index), settings, plan=plan, file=source)
+        batches = check_batches(batches.reindex(X.index), settings, plan=plan, y=y, file=source)
         X[settings.batch_column] = batches.to_numpy()
     return ModelInputs(X=X, y=y.astype(str), classes=classes, settings=settings, folds=plan, groups=groups,
                        batches=batches, dropped=dropped, n_unlabelled=n_unlabelled)
@@ -788,7 +812,7 @@ def check_recipe_inputs(cohort: Cohort, settings: ModelSettings, *,
     outside: dict[str, pd.DataFrame] = {}
     batches = None
     if settings.harmonise:
-        batches = check_batches(_batch_column(cohort, settings), settings, plan=plan,
+        batches = check_batches(_batch_column(cohort, settings), settings, plan=plan, y=labels,
                                 name=f"the labels table of dataset '{cohort.name}'", file=file)
     for name, ext in (external or {}).items():
         outside[name] = cohort_outcomes(ext)
