@@ -45,7 +45,10 @@ def cohort_paths(cohort) -> pd.DataFrame:
     """The input table of :class:`RadiomicsFeatures` for a :class:`~radpipe.cohort.Cohort`.
 
     Columns ``image`` and ``mask`` (absolute paths as strings) and, when the dataset names a mask
-    label, ``label_value``; indexed by ``case_id``, in the cohort's order.
+    label, ``label_value``; indexed by ``case_id``, in the cohort's order. A case of a DICOM tree keeps its
+    image as the tuple of the files of its series (a series may span folders, and a folder may hold other
+    series), and its mask is the RTSTRUCT or SEG file; :class:`RadiomicsFeatures` reads both as
+    ``radpipe extract`` does.
 
     Examples
     --------
@@ -54,12 +57,18 @@ def cohort_paths(cohort) -> pd.DataFrame:
     ['image', 'mask', 'label_value']
     """
     frame = pd.DataFrame(
-        {"image": [str(case.image) for case in cohort.cases], "mask": [str(case.mask) for case in cohort.cases]},
+        {"image": [_image_input(case.image) for case in cohort.cases],
+         "mask": [str(case.mask) for case in cohort.cases]},
         index=pd.Index([case.case_id for case in cohort.cases], name="case_id"),
     )
     if cohort.spec.mask_label is not None:
         frame[LABEL_COLUMN] = int(cohort.spec.mask_label)
     return frame
+
+
+def _image_input(image) -> str | tuple[str, ...]:
+    """A case's image as extraction takes it: a path as a string, or the files of a DICOM series as a tuple."""
+    return tuple(str(p) for p in image) if isinstance(image, tuple | list) else str(image)
 
 
 class RadiomicsFeatures(TransformerMixin, BaseEstimator):
@@ -107,7 +116,8 @@ class RadiomicsFeatures(TransformerMixin, BaseEstimator):
     Notes
     -----
     Input columns: ``image`` and ``mask`` (paths; ``Image``/``Mask`` as in a pyradiomics batch CSV
-    are accepted too) and optionally ``label_value``, the mask label of the ROI for that case
+    are accepted too; an ``image`` may be a tuple of the files of one DICOM series, a ``mask`` an RTSTRUCT
+    or SEG file, as :func:`cohort_paths` gives for a DICOM tree) and optionally ``label_value``, the mask label of the ROI for that case
     (default: the mask's only non-zero label). Other columns are ignored. The index holds the case
     ids used in messages.
 
@@ -256,17 +266,19 @@ class RadiomicsFeatures(TransformerMixin, BaseEstimator):
             raise ValueError("RadiomicsFeatures: X has no rows (0 cases)")
         digest = self.memory is not None  # content hashes only matter as cache keys
         if digest:
-            from radpipe.extract.runner import file_digest
+            from radpipe.extract.runner import DigestMemo, _input_digest
+
+            memo = DigestMemo()
         label_column = columns.get(LABEL_COLUMN)
         items = []
         for case_id, row in X.iterrows():
-            image, mask = str(row[columns["image"]]), str(row[columns["mask"]])
+            image, mask = _image_input(row[columns["image"]]), str(row[columns["mask"]])
             label = row[label_column] if label_column is not None else None
             items.append(CaseInput(
                 case_id=str(case_id), image=image, mask=mask,
                 label=None if label is None or pd.isna(label) else int(label),
-                image_sha256=file_digest(Path(image)) if digest else "",
-                mask_sha256=file_digest(Path(mask)) if digest else "",
+                image_sha256=_input_digest(image, memo) if digest else "",
+                mask_sha256=memo.digest(Path(mask)) if digest else "",
             ))
         return items
 

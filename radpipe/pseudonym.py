@@ -11,6 +11,7 @@ import hashlib
 import hmac
 import json
 import os
+import re
 import secrets
 from pathlib import Path
 
@@ -58,8 +59,38 @@ class Pseudonymiser:
         for column in text_columns:
             if column in frame.columns:
                 frame[column] = [
-                    str(text).replace(case_id, self(case_id)) if isinstance(text, str) else text
+                    self.text(text, [case_id]) if isinstance(text, str) else text
                     for text, case_id in zip(frame[column], originals, strict=True)
                 ]
         frame["case_id"] = originals.map(self)
         return frame
+
+    def text(self, text: str, case_ids) -> str:
+        """``text`` with every whole-token occurrence of the given case ids replaced by their pseudonyms.
+
+        Only whole tokens: with case id ``"1"`` the UID ``1.2.840.10008.1`` and the number ``21`` stay as they
+        are, and with ``"PAT1"`` so does ``PAT10``. See :func:`case_id_pattern` for the rule.
+
+        Examples
+        --------
+        >>> import tempfile, pathlib
+        >>> p = Pseudonymiser(pathlib.Path(tempfile.mkdtemp()) / "key.json")
+        >>> p.text("series 1.2.840.1 of case 1 (21 slices)", ["1"]) == f"series 1.2.840.1 of case {p('1')} (21 slices)"
+        True
+        """
+        # longest first, so an id that contains another ("PAT1_2024", "PAT1") is replaced as a whole
+        for case_id in sorted({str(c) for c in case_ids if str(c)}, key=len, reverse=True):
+            if case_id in text:
+                text = case_id_pattern(case_id).sub(self(case_id), text)
+        return text
+
+
+def case_id_pattern(case_id: str) -> re.Pattern:
+    """Where ``case_id`` stands as a whole token in free text.
+
+    Not preceded by a word character, ``.``, ``-`` or ``/``, and not followed by a letter, digit, ``-``, ``/``
+    or a ``.`` and a digit: so numbers (``21``, ``1.5``), UIDs (``1.2.840.1``), longer ids (``PAT10``,
+    ``MRN-1``) and path parts keep their text. A ``_`` or a ``.`` and a letter after the id do end it, because
+    file names are built that way (``STS_001.nii.gz``, ``brain1_image.nrrd``) and must not carry the id out.
+    """
+    return re.compile(rf"(?<![\w./-]){re.escape(case_id)}(?![^\W_]|[-/]|\.\d)")

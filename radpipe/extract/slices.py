@@ -1,7 +1,8 @@
 """One 2D slice of a case's image and mask for pictures: the slice where the lesion is largest.
 
 Reports show the lesion the features were computed from; this reads it with the extract stage's own readers
-(:mod:`radpipe.extract.io`), so a file that extraction accepted is shown the same way.
+(:func:`radpipe.extract.io.read_image` and :func:`radpipe.extract.features.read_case_mask`), so a case that
+extraction accepted (a file, a DICOM folder, the files of a DICOM series, an RTSTRUCT or SEG) is shown the same way.
 """
 
 from __future__ import annotations
@@ -11,12 +12,14 @@ from pathlib import Path
 import numpy as np
 import SimpleITK as sitk
 
-from radpipe.extract.io import read_image, read_mask
+from radpipe.extract.features import read_case_mask
+from radpipe.extract.io import read_image
 
 __all__ = ["read_lesion_slice"]
 
 
-def read_lesion_slice(image_path: str | Path, mask_path: str | Path
+def read_lesion_slice(image_path: str | Path | tuple[str | Path, ...], mask_path: str | Path, *,
+                      roi_name: str | None = None, spacing_2d: tuple[float, float] | None = None,
                       ) -> tuple[np.ndarray, np.ndarray, tuple[float, float], str]:
     """The 2D slice with the largest mask area: (image rows x cols, boolean mask, (row, col) spacing, description).
 
@@ -25,8 +28,13 @@ def read_lesion_slice(image_path: str | Path, mask_path: str | Path
 
     Parameters
     ----------
-    image_path, mask_path : the case's image and mask files (any format :func:`radpipe.extract.io.read_image`
-        reads).
+    image_path : the case's image as a :class:`~radpipe.cohort.Case` holds it: a file, a DICOM folder, or a
+        tuple of the files of one DICOM series (any input :func:`radpipe.extract.io.read_image` reads).
+    mask_path : the case's mask: a mask file, or a DICOM RTSTRUCT / SEG (or a folder holding one), rasterised
+        onto the image grid as extraction does.
+    roi_name : the RTSTRUCT structure (SEG segment) to show when the file holds several, as the recipe's
+        ``extract.roi_name``; not needed for one.
+    spacing_2d : in-plane spacing for raster images, as the dataset's ``spacing_2d``.
 
     Returns
     -------
@@ -46,8 +54,9 @@ def read_lesion_slice(image_path: str | Path, mask_path: str | Path
     >>> image.shape, int(mask.sum()), where
     ((8, 8), 25, 'axial slice 4 of 5 (largest mask area, 25 voxels)')
     """
-    image, _ = read_image(Path(image_path))
-    mask, _ = read_mask(Path(mask_path))
+    source = tuple(str(p) for p in image_path) if isinstance(image_path, tuple | list) else Path(image_path)
+    image, _ = read_image(source, spacing_2d=spacing_2d)
+    mask, _ = read_case_mask(Path(mask_path), image, roi_name, spacing_2d)
     img = sitk.GetArrayFromImage(image).astype(float)
     msk = sitk.GetArrayFromImage(mask) > 0
     if img.shape != msk.shape:

@@ -227,6 +227,11 @@ def extract_cohort(cohort: Cohort, settings: ExtractSettings, out_dir: str | Pat
             "discretisation": discretisation,
             "spacing": _spacing_record(survey),
             "warnings": warnings,
+            # what discovery saw that is not a case (layout, image series without a segmentation): counts, and
+            # with --pseudonymise any case id (a layout example names one) as its pseudonym
+            "cohort_notes": [pseudonyms.text(note, [item.case_id for item in items]
+                                             + [row["case_id"] for row in problem_rows]) if pseudonyms else note
+                             for note in cohort.notes],
             "pseudonymised": bool(pseudonyms),
             "inputs": inputs,
             "versions": software_versions(),
