@@ -108,14 +108,14 @@ def test_registry_using_radpipe_data_needs_it_outside_a_checkout(installed):
 def test_a_study_registry_is_found_from_its_recipe_folder(installed):
     from tests.synth import make_cohort
 
-    cohort = make_cohort(installed / "data" / "lesions", n=4)
+    cohort = make_cohort(installed / "data" / "lesions", n=8)
     study = installed / "study"
     study.mkdir()
-    (study / "datasets.yaml").write_text(f"datasets:\n  lesions:\n    root: {cohort}\n")
+    (study / "datasets.yaml").write_text(f"datasets:\n  lesions:\n    root: {cohort}\n    positive_class: b\n")
     (study / "recipe.yaml").write_text("name: s\ndataset: lesions\n")
     result = runner.invoke(app, ["validate", "study/recipe.yaml"])  # run from the folder above the study
     assert result.exit_code == 0, result.output
-    assert "Cohort('lesions', 4 cases" in said(result)
+    assert "Cohort('lesions', 8 cases" in said(result)
 
 
 # ---------------------------------------------------------------------------------------------------------
