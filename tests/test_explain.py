@@ -30,6 +30,7 @@ from radpipe.explain import (
     read_lesion_slice,
     to_original,
 )
+from radpipe.model.metrics import metrics_with_ci
 from radpipe.model.persist import save_model
 
 FEATURES = [
@@ -67,13 +68,13 @@ def make_model_dir(tmp: Path, clf, X: pd.DataFrame, y: pd.Series, *, folds: int 
     save_model(pipe, card, model_dir)
     cv = StratifiedKFold(folds, shuffle=True, random_state=0)
     oof = cross_val_predict(make_pipeline(clf), X, y, cv=cv, method="predict_proba")[:, 1]
-    pd.DataFrame({"case_id": X.index, "model": name, "repeat": 0, "fold": 0, "label": y.values,
-                  "y_true": y.astype(str).isin(["malignant", "1"]).astype(int).values, "y_prob": oof}).to_csv(
+    y_true = y.astype(str).isin(["malignant", "1"]).astype(int).to_numpy()
+    y_pred = (oof >= 0.45).astype(int)  # one threshold for every fold here; train uses each fold's own
+    pd.DataFrame({"case_id": X.index, "model": name, "repeat": 0, "fold": 0, "label": y.values, "y_true": y_true,
+                  "y_prob": oof, "cohort": "cv", "threshold": 0.45, "y_pred": y_pred}).to_csv(
         model_dir / "predictions.csv", index=False)
-    pd.DataFrame([{"cohort": "cv", "model": name, "n": len(y), "n_positive": int(y.astype(str).isin(["malignant", "1"]).sum()),
-                   "auc": 0.8, "auc_ci_low": 0.7, "auc_ci_high": 0.9, "sensitivity": 0.7,
-                   "sensitivity_ci_low": 0.6, "sensitivity_ci_high": 0.8, "threshold": 0.45}]).to_csv(
-        model_dir / "metrics.csv", index=False)
+    row = metrics_with_ci(y_true, oof, 0.45, y_pred=y_pred, n_boot=50, seed=0)
+    pd.DataFrame([{"cohort": "cv", "model": name, **row}]).to_csv(model_dir / "metrics.csv", index=False)
     X.to_csv(model_dir / "train_features.csv")
     for f, (train, _) in enumerate(cv.split(X, y)):
         fold_pipe = make_pipeline(clf).fit(X.iloc[train], y.iloc[train])
@@ -284,7 +285,10 @@ def test_report_html_is_self_contained_and_escaped(report):
             assert mpimg.imread(io.BytesIO(png), format="png").shape[0] > 50
     cohort = result.cohort_page.read_text()
     assert 'case<2>&"x"' not in cohort and "case&lt;2&gt;&amp;" in cohort
-    assert len(_imgs(cohort)) >= 8  # ROC, calibration, confusion, beeswarm, bar, groups, dependence, stability
+    assert len(_imgs(cohort)) >= 8  # ROC, calibration, beeswarm, bar, groups, 5 dependence plots
+    # confusion matrix and fold stability are HTML tables; a feature a fold did not select says so
+    assert 'id="cm-tp"' in cohort and 'id="fold-importance"' in cohort
+    assert "not selected" in cohort
     first = result.patient_pages[X.index[0]].read_text()
     # the lesion slice is the one picture (a JPEG); waterfall, LIME and groups are HTML bars
     assert "Lesion" in first and len(_imgs(first)) == 0 and len(_imgs(first, "jpeg")) == 1

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import io
 import os
+import re
 import shutil
 import sys
 from pathlib import Path
@@ -62,6 +63,18 @@ def pages(tmp_path_factory):
     return result, X
 
 
+def test_patient_page_prints_on_at_most_two_a4_pages(browser, pages, tmp_path):
+    result, X = pages
+    page = browser.new_page()
+    page.goto(result.patient_pages[X.index[0]].as_uri(), wait_until="load")
+    pdf = page.pdf(prefer_css_page_size=True)
+    page.close()
+    n_pages = len(re.findall(rb"/Type\s*/Page[^s]", pdf))
+    assert 1 <= n_pages <= 2, n_pages
+    box = re.search(rb"/MediaBox\s*\[\s*0 0 ([\d.]+) ([\d.]+)", pdf)
+    assert box and abs(float(box.group(1)) - 595) < 2 and abs(float(box.group(2)) - 842) < 2  # A4 in points
+
+
 def _check(browser, page_path: Path, shot: Path) -> None:
     page = browser.new_page(viewport={"width": 1280, "height": 900})
     errors: list[str] = []
@@ -74,6 +87,12 @@ def _check(browser, page_path: Path, shot: Path) -> None:
     assert [u for u in requests if not u.startswith(("file:", "data:"))] == []
     widths = page.eval_on_selector_all("img", "els => els.map(e => e.complete ? e.naturalWidth : 0)")
     assert widths and min(widths) > 0
+    alts = page.eval_on_selector_all("img", "els => els.map(e => (e.getAttribute('alt') || '').trim())")
+    assert all(alts), "every figure needs alt text"
+    captions = page.eval_on_selector_all("figure", "els => els.map(e => !!e.querySelector('figcaption'))")
+    assert all(captions), "every figure needs a caption"
+    text = page.inner_text("body")
+    assert not re.search(r"\bnan\b|\bNone\b|\d[eE][+-]\d\d\b", text), "raw nan/None/exponent text on the page"
     page.screenshot(path=str(shot), full_page=True)
     page.close()
     import matplotlib.image as mpimg

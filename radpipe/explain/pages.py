@@ -126,6 +126,15 @@ def _bars(series: pd.Series, width: int = 160) -> list[dict]:
              "up": float(v) >= 0} for k, v in series.items()]
 
 
+def _readable_rule(rule: str, feature: str, names: dict[str, str], units: dict[str, str]) -> str:
+    """A LIME condition with the feature's display name and unit: "0.83 < Sphericity (shape) ≤ 0.87"."""
+    text = str(rule).replace("<=", "≤").replace(">=", "≥")
+    if feature and feature in text:
+        text = text.replace(feature, names.get(feature, feature)) + (f" ({units[feature].strip()})"
+                                                                     if units.get(feature) else "")
+    return text
+
+
 def _render_batch(items, common, pages_dir, fig_dir):
     return [_render_patient(item, common, pages_dir, fig_dir) for item in items]
 
@@ -149,7 +158,11 @@ def _render_patient(item, common, pages_dir: Path, fig_dir: Path) -> dict:
     waterfall = _waterfall(item["contrib"], item["raw"], base, prob, thr, s["top_features"])
     lime = item["lime"]
     # LIME and the grouped sums are drawn as HTML bars: text stays selectable and pages render fast
-    lime_bars = _bars(pd.Series(lime["weight"].to_numpy(), index=lime["feature_rule"]))
+    lime_bars = _bars(pd.Series(lime["weight"].to_numpy(), index=[
+        _readable_rule(rule, feature, common["names"], common["units"])
+        for rule, feature in zip(lime["feature_rule"], lime["feature"], strict=True)]))
+    for bar, rule in zip(lime_bars, lime["feature_rule"], strict=True):
+        bar["raw"] = rule
     group_bars = {"family": _bars(item["family"].sort_values(key=np.abs, ascending=False)),
                   "filter": _bars(item["filter"].sort_values(key=np.abs, ascending=False))}
     image_note = None
@@ -157,7 +170,7 @@ def _render_patient(item, common, pages_dir: Path, fig_dir: Path) -> dict:
         try:
             img, msk, spacing, where = read_lesion_slice(*item["image"])
             figs["image"] = plots.lesion_slice(img, msk, spacing)
-            image_note = where
+            image_note = where[:1].upper() + where[1:]
         except Exception as exc:  # a missing or unreadable image must not stop the page
             image_note = f"image not shown: {exc}"
     if "image" in figs:

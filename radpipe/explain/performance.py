@@ -143,9 +143,8 @@ def model_performance(folder: ModelFolder, card: dict, classes: list[str], *, fi
     if pr is not None and {"y_true", "y_pred"} <= set(pr.columns) and pr["y_true"].nunique() >= 2:
         perf.source = "cv"
         perf.n_repeats = int(pr["repeat"].nunique())
-        perf.description = (f"out-of-fold predictions of the model folder (predictions.csv: {pr['case_id'].nunique()} "
-                            f"cases, {perf.n_repeats} repeat{'s' if perf.n_repeats > 1 else ''} of the outer "
-                            "cross-validation)")
+        perf.description = (f"{pr['case_id'].nunique()} cases, {perf.n_repeats} repeat{'s' if perf.n_repeats > 1 else ''} "
+                            "of the outer cross-validation")
         perf.confusion = confusion_counts(pr, classes)
         if multiclass:
             perf.figures["roc"] = _roc_ovr_by_repeat(pr, classes)

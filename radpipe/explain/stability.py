@@ -57,11 +57,12 @@ def fold_stability(model_path, X, X_train, names, positive, settings, n_jobs, mu
     filled = importance.fillna(0.0)
     top_sets = {c: set(filled[c].sort_values(ascending=False, kind="stable").index[:k]) for c in filled}
     overall = filled.mean(axis=1).sort_values(ascending=False, kind="stable").index[:k]
-    frequency = {f: float(np.mean([f in s for s in top_sets.values()])) for f in overall}
+    frequency = {f: float(np.mean([f in s for s in top_sets.values()])) for f in filled.index}
     out = {"n_folds": int(importance.shape[1]), "n_cases": int(len(sample)), "top_frequency": frequency,
            "skipped": skipped, "matrix": corr, "importance": importance.loc[list(overall)],
            "importance_all": importance,
-           "undefined_folds": [c for c in corr if not np.isfinite(corr[c].drop(c)).any()]}
+           "undefined_folds": [c for c in corr if not np.isfinite(corr[c].drop(c)).any()],
+           "fold_labels": _fold_labels(list(importance.columns))}
     if off.size:
         out.update(spearman_median=float(np.median(off)), spearman_min=float(off.min()),
                    spearman_max=float(off.max()))
@@ -92,3 +93,13 @@ def _fold_mean_abs(fold_dir, *, sample, X_train, names, positive, settings, mult
 def _selected(final_names, names) -> set[str]:
     """The input features that reach a fold model's final estimator (the rest were dropped by selection)."""
     return set(original_name_map(final_names, names).values())
+
+
+def _fold_labels(names: list[str]) -> dict[str, str]:
+    """Readable names of fold folders ``<repeat>_<fold>`` (0-based): "fold 3", or "repeat 2 fold 3"."""
+    parts = {n: n.split("_") for n in names}
+    if not all(len(p) == 2 and p[0].isdigit() and p[1].isdigit() for p in parts.values()):
+        return {n: n for n in names}
+    repeats = {p[0] for p in parts.values()}
+    return {n: (f"fold {int(p[1]) + 1}" if len(repeats) == 1 else f"repeat {int(p[0]) + 1} fold {int(p[1]) + 1}")
+            for n, p in parts.items()}
