@@ -151,6 +151,11 @@ def _cohort_texts(study_dir: Path, cohort_dir: Path, positive_class: str | None,
 
     survey = survey_cohort(cases, jobs=jobs)
     detected.append(_survey_sentence(survey))
+    modalities = survey.ok["modality"].replace("", "unknown").fillna("unknown").value_counts()
+    if len(modalities) > 1:
+        counts = ", ".join(f"{name}: {n}" for name, n in modalities.items())
+        warnings.append(f"the cases have different modalities ({counts}); one recipe gives them all one bin width "
+                        "and one intensity unit: give each modality its own cohort folder and study")
     warnings += survey.warnings
     warnings += [f"{case_id} could not be read: {reason}" for case_id, reason in survey.skipped.items()]
     result = StudyInit(study_dir, [study_dir / n for n in STUDY_FILES], name, detected, warnings, guess, survey)
@@ -247,8 +252,12 @@ def _recipe_text(study: str, dataset: str, survey, detected: list[str]) -> str:
     else:
         lines.append("  # no bin width could be derived (no readable ROI with more than one intensity)")
     if extract.get("preprocessing"):
-        reason = "varies by more than 10% across the cohort" if survey.spacing_varies else "is anisotropic beyond 2:1"
-        lines += [f"  # voxel spacing {reason}: resample every case to the cohort's median spacing",
+        reasons = [text for flag, text in ((survey.spacing_varies, "varies by more than 10% across the cohort"),
+                                           (survey.anisotropic, "is anisotropic beyond 2:1")) if flag]
+        target = "x".join(f"{value:g}" for value in extract["preprocessing"][0]["spacing"])
+        lines += [f"  # voxel spacing {' and '.join(reasons)}: resample every case to {target} mm "
+                  "(the median spacing" + (", made isotropic with the same voxel volume)" if survey.anisotropic
+                                           else ")"),
                   "  preprocessing:"]
         lines += ["    " + line for line in _dump(extract["preprocessing"]).splitlines()]
     lines += ["  # imageType: {Original: {}}            # add LoG / Wavelet filters here",

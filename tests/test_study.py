@@ -155,3 +155,26 @@ def test_docstring_example_runs():
     result = doctest.testmod(radpipe.study, optionflags=doctest.ELLIPSIS)
     assert result.failed == 0 and result.attempted > 0
 
+
+
+def test_init_on_a_dicom_export(tmp_path):
+    from tests.dicom_trees import write_dicom_tree
+
+    written = write_dicom_tree(tmp_path / "export", problems=False)
+    result = runner.invoke(app, ["init", str(tmp_path / "study"), "--cohort", str(tmp_path / "export")])
+    assert result.exit_code == 0, result.output
+    text = said(result)
+    assert f"Cohort('export', {len(written['cases'])} cases, unlabelled)" in text
+    assert "different modalities (CT: 2, MR: 1, PT: 1)" in text  # one bin width for all would mislead
+    spec = load_datasets(tmp_path / "study" / "datasets.yaml")["export"]
+    assert spec.layout == "dicom" and spec.labels is None
+    recipe = load_recipe(tmp_path / "study" / "recipe.yaml")
+    assert recipe.extract.intensity_unit == "HU"  # the majority modality, CT
+    [step] = recipe.extract.preprocessing  # 1 x 1 x 2.5 mm voxels: isotropic resampling, same voxel volume
+    assert list(step.spacing) == pytest.approx([1.36] * 3)
+    assert all(name not in (tmp_path / "study" / "datasets.yaml").read_text() for name in written["patient_names"])
+
+
+def test_init_help():
+    result = runner.invoke(app, ["init", "--help"])
+    assert result.exit_code == 0 and "--cohort" in result.output and "--force" in result.output
