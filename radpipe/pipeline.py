@@ -83,7 +83,7 @@ def run_recipe(recipe: Recipe, recipe_dir: Path, out_dir: str | Path, *, jobs: i
     >>> result = run_recipe(load_recipe("pipelines/demo.yaml"), Path("pipelines"), "out/demo")  # doctest: +SKIP
     >>> result.metrics[["model", "auc"]]  # doctest: +SKIP
     """
-    from radpipe.model.inputs import check_recipe_inputs, modelling_table, training_inputs
+    from radpipe.model.inputs import LABEL_COLUMN, check_recipe_inputs, modelling_table, training_inputs
     from radpipe.model.train import fit_models
     from radpipe.model.validate import fit_count
 
@@ -117,8 +117,10 @@ def run_recipe(recipe: Recipe, recipe_dir: Path, out_dir: str | Path, *, jobs: i
     external = {}
     for name, result in external_results.items():
         ext_X = modelling_table(read_feature_table(result.out_dir / "features.csv"), recipe.extract.aggregate)
-        outcomes = keyed(checked.external[name]).rename(
-            columns={external_cohorts[name].spec.label_column: checked.label_column})
+        column = external_cohorts[name].spec.label_column  # fit_models reads an external outcome as 'label'
+        outcomes = keyed(checked.external[name])
+        if column != LABEL_COLUMN:
+            outcomes = outcomes.drop(columns=[LABEL_COLUMN], errors="ignore").rename(columns={column: LABEL_COLUMN})
         external[name] = ext_X, outcomes
     with hooks.training(fit_count(inputs.settings)) as (progress, advance):
         trained = fit_models(inputs, out_dir / "models", external=external or None, progress=progress,

@@ -8,7 +8,7 @@ import importlib
 import pytest
 
 MODULES = ["radpipe.cohort", "radpipe._radiomics_features", "radpipe.model._correlation_filter",
-           "radpipe.model._selection", "radpipe.explain.shap_values"]
+           "radpipe.model._selection", "radpipe.explain.shap_values", "radpipe.model.inputs", "radpipe._cli_progress"]
 
 
 @pytest.mark.realdata

@@ -309,7 +309,8 @@ def _check_smote(plan: FoldPlan, settings: ModelSettings) -> None:
 
 
 def batch_label(value) -> str | None:
-    """A batch label as text, None when missing; 2.0 and 2 name the same scanner (a numeric column with gaps)."""
+    """A batch (or outcome) label as text, None when missing; 2.0 and 2 name the same scanner (a numeric column
+    with gaps)."""
     if value is None or value is pd.NA:
         return None
     if isinstance(value, float | np.floating):
@@ -724,12 +725,12 @@ def features_for_model(loaded: LoadedModel, table: pd.DataFrame,
 
 def labels_for_model(loaded: LoadedModel, index: pd.Index, labels: pd.Series) -> pd.Series:
     """The labels of the cases in ``index`` as text, each one a class of the model."""
-    labels = labels.copy()
+    labels = labels.map(batch_label)
     labels.index = labels.index.map(str)
     missing = pd.Index(index).difference(labels.dropna().index)
     if len(missing):
         raise ConfigError(f"{len(missing)} case(s) have no label, e.g. {missing[:5].tolist()}", key="label")
-    labels = labels.loc[index].astype(str).str.strip()
+    labels = labels.loc[index].map(batch_label)  # as training read them: text, stripped, 1.0 == 1
     classes = loaded.classes
     unknown = sorted(set(labels) - set(classes))
     if unknown:
