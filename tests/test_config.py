@@ -92,3 +92,46 @@ def test_copied_extract_settings_build_their_own_pyradiomics_params(tmp_path):
     assert copied.pyradiomics_params()["setting"]["binWidth"] == 5
     assert copied.pyradiomics_params()["imageType"] == {"LoG": {"sigma": [2.0]}}
     assert original.pyradiomics_params()["setting"]["binWidth"] == 25
+
+
+def test_registry_search_order_and_its_examples(tmp_path, monkeypatch):
+    import doctest
+
+    import radpipe.config as config
+
+    monkeypatch.delenv("RADPIPE_DATASETS", raising=False)
+    checkout, study, work = tmp_path / "checkout", tmp_path / "study", tmp_path / "work" / "deep"
+    for folder in (checkout, study, work):
+        folder.mkdir(parents=True)
+    for folder in (checkout, study, tmp_path / "work"):
+        (folder / "datasets.yaml").write_text("datasets: {}\n")
+    monkeypatch.setattr(config, "CHECKOUT_ROOT", checkout)
+    monkeypatch.chdir(work)
+    assert config.find_datasets_file() == tmp_path / "work" / "datasets.yaml"  # a parent of the working folder
+    assert config.find_datasets_file(start=study) == study / "datasets.yaml"  # the recipe's folder comes first
+    (tmp_path / "work" / "datasets.yaml").unlink()
+    assert config.find_datasets_file() == checkout / "datasets.yaml"  # the checkout's comes last
+    monkeypatch.setattr(config, "CHECKOUT_ROOT", None)
+    assert config.find_datasets_file() is None  # an installed package has no registry of its own
+    monkeypatch.setenv("RADPIPE_DATASETS", str(study / "datasets.yaml"))
+    assert config.find_datasets_file() == study / "datasets.yaml"
+    assert config.find_datasets_file(checkout / "datasets.yaml") == checkout / "datasets.yaml"  # explicit wins
+    monkeypatch.setenv("RADPIPE_DATASETS", str(tmp_path / "gone.yaml"))
+    with pytest.raises(ConfigError, match=r"gone\.yaml.*RADPIPE_DATASETS"):
+        config.find_datasets_file()
+    monkeypatch.delenv("RADPIPE_DATASETS")
+    assert doctest.testmod(config).failed == 0
+
+
+def test_radpipe_data_has_a_default_only_in_a_checkout(tmp_path, monkeypatch):
+    import radpipe.config as config
+
+    monkeypatch.delenv("RADPIPE_DATA", raising=False)
+    registry = write(tmp_path, "datasets.yaml", "datasets:\n  pet:\n    root: ${RADPIPE_DATA}/pet\n")
+    assert load_datasets(registry)["pet"].root == (REPO_ROOT.parent / "shared" / "data" / "pet").resolve()
+    monkeypatch.setattr(config, "CHECKOUT_ROOT", None)
+    with pytest.raises(ConfigError) as info:
+        load_datasets(registry)
+    assert str(registry) in str(info.value) and "RADPIPE_DATA is not set" in str(info.value)
+    monkeypatch.setenv("RADPIPE_DATA", str(tmp_path))
+    assert load_datasets(registry)["pet"].root == tmp_path / "pet"
