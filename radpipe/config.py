@@ -285,15 +285,15 @@ def resolve_dataset(name_or_path: str, *, datasets_file: str | Path | None = Non
             return candidate.stem, DatasetSpec(root=candidate.parent.resolve(), layout="pyradiomics_csv",
                                                batch_csv=candidate.name, labels=None)
     if name_or_path not in known:
-        if registry is not None and not is_bare_name:
-            known = load_datasets(registry)
         if registry is None:
-            where = f"no {DATASETS_FILE_NAME} was found (looked at: {datasets_search_description(relative_to)})"
-        else:
-            where = f"{registry} has no dataset of that name (known: {', '.join(sorted(known)) or 'none'})"
+            where = f", and no {DATASETS_FILE_NAME} was found (looked at: {datasets_search_description(relative_to)})"
+        elif is_bare_name:
+            where = f", and {registry} has no dataset of that name (known: {', '.join(sorted(known)) or 'none'})"
+        else:  # a path is never a dataset name, so the registry's contents are beside the point
+            where = f" (dataset names are looked up in {registry})"
         raise ConfigError(
             f"'{name_or_path}' is neither a folder nor a dataset: there is no folder or file "
-            f"{candidate.absolute()}, and {where}",
+            f"{candidate.absolute()}{where}",
             key="dataset",
         )
     spec = known[name_or_path]

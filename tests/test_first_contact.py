@@ -139,6 +139,14 @@ def test_missing_cohort_folder_with_a_registry_lists_its_names(installed):
     assert "'no_such_cohort' is neither a folder nor a dataset" in text and "(known: one)" in text
 
 
+def test_missing_cohort_path_is_blamed_even_beside_a_registry_that_cannot_load(installed):
+    (installed / "datasets.yaml").write_text("datasets:\n  pet:\n    root: ${RADPIPE_DATA}/pet\n")
+    result = runner.invoke(app, ["extract", "./no_such_cohort", "--out", "x"])
+    assert result.exit_code == 2
+    text = said(result)
+    assert "'./no_such_cohort' is neither a folder nor a dataset" in text and "RADPIPE_DATA" not in text
+
+
 @pytest.mark.parametrize("command", ["validate", "run"])
 def test_recipe_whose_cohort_folder_is_missing_is_exit_2(installed, command):
     (installed / "recipe.yaml").write_text("name: r\ndataset: data/my_cohort\n")
