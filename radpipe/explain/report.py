@@ -45,6 +45,7 @@ from radpipe.explain.shap_values import (
 )
 from radpipe.explain.stability import fold_stability
 from radpipe.model.folder import ModelFolder
+from radpipe.model.inputs import features_for_model
 from radpipe.model.persist import load_model
 
 
@@ -136,9 +137,9 @@ def explain(
     out_dir = Path(out_dir)
     model = load_model(Path(model_dir), trust=trust)
     folder = ModelFolder(model.path)
-    view = _ModelView.of(model, features.columns)
-    X = _feature_table(features, view.columns, batch=view.batch)
-    X_train = _training_features(folder, view.columns, batch=view.batch)
+    view = _ModelView.of(model)
+    X = features_for_model(model, features)
+    X_train = _training_features(folder, model, view.batch)
     train_note = "training features of the model folder"
     if X_train is None:
         X_train, train_note = X, "the explained cases (the model folder has no training features)"
@@ -278,9 +279,9 @@ class _ModelView:
     threshold: float | None
 
     @classmethod
-    def of(cls, model, table_columns) -> _ModelView:
+    def of(cls, model) -> _ModelView:
         card, est = model.card, final_estimator(model.pipeline)
-        columns = [str(n) for n in card.get("feature_names") or table_columns]
+        columns = [str(n) for n in model.feature_names]
         # a harmonised model also reads each case's batch (scanner, centre): an input column, never a feature
         batch = model.batch_column if model.batch_column in columns else None
         est_classes = [str(c) for c in est.classes_]
@@ -489,7 +490,7 @@ def _patient_item(c, X, X_train, values: _Values, view: _ModelView, final: _Fina
         "contrib": contrib, "raw": raw, "top": top, "lime": lime_by_case.get(c, pd.DataFrame(columns=["weight", "feature_rule"])),
         "agreement": agree[c], "family": grouped(values.original.loc[[c]], "family").iloc[0],
         "filter": grouped(values.original.loc[[c]], "filter").iloc[0],
-        "image": tuple(map(str, images[c])) if images and c in images else None,
+        "image": tuple(images[c]) if images and c in images else None,  # a DICOM series is a tuple of files
     }
     if view.multiclass:  # the page explains the final model's predicted class against the others
         item.update(predicted=str(final.predicted[c]), base=float(values.shap.base_value[c]),
@@ -542,52 +543,14 @@ def _stability_long(importance: pd.DataFrame) -> pd.DataFrame:
 # ---------------------------------------------------------------- inputs
 
 
-def _feature_table(features: pd.DataFrame, names: list[str], batch: str | None = None) -> pd.DataFrame:
-    """The model's input columns of ``features``, numeric; the batch column of a harmonised model kept as given."""
-    df = features
-    if "case_id" in df.columns and df.index.name != "case_id":
-        df = df.set_index("case_id")
-    if batch is not None and batch not in df.columns:
-        raise ExplainError(
-            f"the model harmonises features with ComBat and needs each case's batch (scanner, centre) in a column "
-            f"'{batch}', which the feature table lacks: add the '{batch}' column of the cohort's labels to it")
-    missing = [n for n in names if n not in df.columns]
-    if missing:
-        shown = ", ".join(missing[:5]) + (f" and {len(missing) - 5} more" if len(missing) > 5 else "")
-        raise ExplainError(
-            f"the feature table lacks {len(missing)} of the model's {len(names)} features ({shown}): "
-            "extract features with the same settings the model was trained on"
-        )
-    X = _numeric(df[names], batch)
-    X.index = X.index.map(str)
-    X.index.name = "case_id"
-    if X.index.has_duplicates:
-        dup = X.index[X.index.duplicated()].unique()[:5].tolist()
-        raise ExplainError(f"case ids are not unique in the feature table: {dup}")
-    return X
-
-
-def _numeric(df: pd.DataFrame, batch: str | None) -> pd.DataFrame:
-    """Every column as numbers (unreadable cells NaN), except the batch column, kept as it is."""
-    out = df.drop(columns=[batch]).apply(pd.to_numeric, errors="coerce") if batch else df.apply(
-        pd.to_numeric, errors="coerce")
-    if batch:
-        out[batch] = df[batch]
-        out = out[list(df.columns)]
-    return out
-
-
-def _training_features(folder: ModelFolder, names: list[str], batch: str | None = None) -> pd.DataFrame | None:
+def _training_features(folder: ModelFolder, model, batch: str | None) -> pd.DataFrame | None:
+    """The model folder's training features as the model reads them (None when absent or unusable)."""
     path = folder.train_features_path
     if not path.exists():
         return None
     try:
-        df = pd.read_csv(path, dtype={batch: str} if batch else None)  # batch labels as written ("007" stays)
-        if "case_id" in df.columns:
-            df = df.set_index("case_id")
-        if not set(names) <= set(df.columns):
-            return None
-        return _numeric(df[names], batch)
+        table = pd.read_csv(path, dtype={"case_id": str, **({batch: str} if batch else {})})  # "007" stays "007"
+        return features_for_model(model, table)
     except Exception as exc:  # an unreadable optional file must not stop the reports
         warnings.warn(f"ignoring {path}: {exc}", stacklevel=2)
         return None
