@@ -365,8 +365,9 @@ def calibration(y: np.ndarray, p: np.ndarray, *, bins: int = 10) -> bytes:
     ax = fig.add_subplot()
     ax.plot([0, 1], [0, 1], color=GREY, lw=0.8, ls="--", label="perfect calibration")
     xs, ys = np.array(xs), np.array(ys)
-    ax.errorbar(xs, ys, yerr=[ys - np.array(lo), np.array(hi) - ys], fmt="o-", color=CURVE, ms=4, lw=1.2,
-                capsize=2, label="observed (95% CI)")
+    # a bin of all positives (or negatives) puts the Wilson edge ~1e-16 past the observed share
+    yerr = np.clip([ys - np.array(lo), np.array(hi) - ys], 0, None)
+    ax.errorbar(xs, ys, yerr=yerr, fmt="o-", color=CURVE, ms=4, lw=1.2, capsize=2, label="observed (95% CI)")
     ax.set_xlabel("mean predicted probability")
     ax.set_ylabel("observed share of positives")
     ax.set_xlim(0, 1)
