@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 from typer.testing import CliRunner
 
@@ -381,6 +383,8 @@ def test_extract_rates_agree_and_a_cached_rerun_says_so(tmp_path):
     first = runner.invoke(app, ["extract", str(folder), "--out", str(tmp_path / "f")])
     assert first.exit_code == 0, first.output
     assert "cases/s (4 computed in" in said(first)
+    rates = re.findall(r"(\d+\.\d\d) cases/s", said(first))  # the bar's last rate, then the summary's
+    assert len(rates) >= 2 and len(set(rates)) == 1, rates
     again = runner.invoke(app, ["extract", str(folder), "--out", str(tmp_path / "f")])
     assert again.exit_code == 0, again.output
     assert "all 4 cases from the cache" in said(again) and "0.00 cases/s" not in said(again)
