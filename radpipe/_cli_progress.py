@@ -82,7 +82,7 @@ class ConsoleHooks(RunHooks):
 
     @contextmanager
     def training(self, n_fits: int) -> Iterator:
-        with progress_bar("train (models x outer folds, final fits)", n_fits) as advance:
+        with progress_bar("train models", n_fits) as advance:
             def progress(message: str) -> None:  # what runs now, without advancing the bar
                 advance(0, note=message)
 

@@ -92,6 +92,8 @@ def run_recipe(recipe: Recipe, recipe_dir: Path, out_dir: str | Path, *, jobs: i
     cohort = load_cohort(recipe.dataset, relative_to=recipe_dir)
     external_cohorts = {name: load_cohort(name, relative_to=recipe_dir) for name in recipe.external}
     checked = check_recipe_inputs(cohort, recipe.model, external=external_cohorts)  # before hours of extraction
+    for message in checked.notes():
+        hooks.note(message)
 
     def extract(one: Cohort, folder: Path, reference: Path | None = None) -> ExtractResult:
         with hooks.extracting(one, folder) as on_result:
@@ -110,9 +112,10 @@ def run_recipe(recipe: Recipe, recipe_dir: Path, out_dir: str | Path, *, jobs: i
         return table.rename(index=rename).rename_axis("case_id")
 
     X = modelling_table(read_feature_table(extracted.out_dir / "features.csv"), recipe.extract.aggregate)
-    inputs = training_inputs(X, keyed(checked.outcomes), checked.settings, label_column=checked.label_column,
+    inputs = training_inputs(X, keyed(checked.outcomes), checked.requested, label_column=checked.label_column,
                              dataset=cohort.name)
-    for message in inputs.notes():
+    # the fold counts were told before extraction; again only when failed cases changed them
+    for message in inputs.notes(folds=inputs.folds != checked.folds):
         hooks.note(message)
     external = {}
     for name, result in external_results.items():

@@ -171,3 +171,17 @@ def test_validate_and_run_refuse_a_labels_file_without_the_outcome_column(tmp_pa
     (folder / "labels.csv").write_text((folder / "labels.csv").read_text().replace("case_id,label", "case_id,outcome"))
     with pytest.raises(ConfigError, match=r"labels.csv.*has no outcome column 'label'.*\['outcome'\].*label_column"):
         check_recipe_inputs(load_cohort(str(folder)), ModelSettings())
+
+
+def test_recipe_pre_flight_keeps_the_requested_folds_for_the_model_card(tmp_path):
+    from radpipe.cohort import load_cohort
+    from tests.synth import make_cohort
+
+    folder = make_cohort(tmp_path / "cohort", n=12)  # labels a/b, 6 each
+    checked = check_recipe_inputs(load_cohort(str(folder)), ModelSettings(positive_class="b"))
+    assert checked.classes == ["a", "b"] and checked.notes() == [checked.folds.describe()]
+    assert checked.settings.calibration_folds == 2 and checked.requested.calibration_folds == 3
+    X, _ = _table(n=12)
+    X.index = checked.outcomes.index
+    inputs = training_inputs(X, checked.outcomes, checked.requested)  # what run_recipe trains with
+    assert inputs.folds == checked.folds and inputs.folds.record()["requested"]["calibration_folds"] == 3

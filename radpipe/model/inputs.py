@@ -428,10 +428,10 @@ class ModelInputs:
     def batch_column(self) -> str | None:
         return self.settings.batch_column if self.batches is not None else None
 
-    def notes(self) -> list[str]:
-        """What a user should be told before training starts."""
+    def notes(self, *, folds: bool = True) -> list[str]:
+        """What a user should be told before training starts (``folds=False``: all but the fold counts)."""
         notes = []
-        if self.folds.reduced:
+        if folds and self.folds.reduced:
             notes.append(self.folds.describe())
         if self.n_unlabelled:
             notes.append(f"{self.n_unlabelled} case(s) of the feature table have no label and are left out")
@@ -743,9 +743,15 @@ def labels_for_model(loaded: LoadedModel, index: pd.Index, labels: pd.Series) ->
 
 @dataclass
 class RecipeInputs:
-    """What :func:`check_recipe_inputs` found: the settings to train with and each cohort's outcome table."""
+    """What :func:`check_recipe_inputs` found: the settings to train with and each cohort's outcome table.
+
+    ``settings`` has the positive class, the group column and the fold counts of ``folds``;
+    ``requested`` the same before the fold counts were fitted (what :func:`training_inputs` takes, so
+    the model card records what was asked for and what was used).
+    """
 
     settings: ModelSettings
+    requested: ModelSettings
     classes: list[str]
     folds: FoldPlan
     outcomes: pd.DataFrame
@@ -804,9 +810,9 @@ def check_recipe_inputs(cohort: Cohort, settings: ModelSettings, *,
         raise ConfigError(
             f"dataset '{cohort.name}' has {found} in its '{column}' column: `radpipe run` trains a model and needs at "
             "least two outcome classes (use `radpipe extract` for feature tables alone)", file=file, key="dataset")
-    classes, settings = resolve_classes(labels, settings, declared=cohort.spec.positive_class, dataset=cohort.name)
-    plan = plan_folds(labels.value_counts().to_dict(), settings)
-    settings = plan.settings(settings)
+    classes, requested = resolve_classes(labels, settings, declared=cohort.spec.positive_class, dataset=cohort.name)
+    plan = plan_folds(labels.value_counts().to_dict(), requested)
+    settings = plan.settings(requested)
     if settings.rebalance == "smote":
         _check_smote(plan, settings)
     outcomes = cohort_outcomes(cohort)
@@ -821,7 +827,7 @@ def check_recipe_inputs(cohort: Cohort, settings: ModelSettings, *,
             values = check_batches(_batch_column(ext, settings), settings,
                                    name=f"the labels table of dataset '{name}'", file=_labels_file(ext))
             _check_known_batches(values, sorted(set(batches)), settings.batch_column, f"external cohort '{name}'")
-    return RecipeInputs(settings, classes, plan, outcomes, column, outside)
+    return RecipeInputs(settings, requested, classes, plan, outcomes, column, outside)
 
 
 def _batch_column(cohort: Cohort, settings: ModelSettings) -> pd.Series:
