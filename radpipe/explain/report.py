@@ -234,7 +234,9 @@ def explain(
     timings["cohort_page"] = time.time() - tick
     summary["elapsed_seconds"] = round(time.time() - started, 2)
     summary["timings_seconds"] = {k: round(v, 2) for k, v in timings.items()}
-    summary["patients"] = {c: {"headline": headlines[c], **agree[c]} for c in page_cases}
+    # per patient: the explained (final-model) probability and class, and the headline the page leads with
+    summary["patients"] = {c: {"probability": float(final.proba[c]), "predicted": str(final.predicted[c]),
+                               "headline": headlines[c], **agree[c]} for c in page_cases}
     atomic_write_text(out_dir / "summary.json", json.dumps(_jsonable(summary), indent=2))
     atomic_write_text(out_dir / "manifest.json", json.dumps(_jsonable({
         "stage": "explain", "versions": software_versions(), "settings": settings.model_dump(),
