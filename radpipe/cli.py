@@ -241,7 +241,8 @@ def explain(
     chosen = [p.strip() for p in patients.split(",")] if patients else None
     with ConsoleHooks().explaining(len(chosen) if chosen else len(X)) as progress:
         explain_model(model_dir, X, out, labels=y, images=images, patients=chosen, settings=spec.explain,
-                      n_jobs=jobs, progress=progress, trust=trust)
+                      n_jobs=jobs, progress=progress, trust=trust,
+                      codebook=Path(features).with_name("codebook.csv"))  # extract writes it beside features.csv
     console.print(f"cohort report: [bold]{Path(out) / 'cohort.html'}[/]")
     return EXIT_OK
 

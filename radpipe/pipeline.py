@@ -138,7 +138,8 @@ def run_recipe(recipe: Recipe, recipe_dir: Path, out_dir: str | Path, *, jobs: i
         images = {rename(case.case_id): (case.image, case.mask) for case in cohort.cases}
         with hooks.explaining(len(inputs.X)) as progress:
             explain_model(out_dir / "models", inputs.X, explain_dir, labels=inputs.y, images=images,
-                          settings=recipe.explain, n_jobs=jobs, progress=progress)
+                          settings=recipe.explain, n_jobs=jobs, progress=progress,
+                          codebook=extracted.out_dir / "codebook.csv")
     atomic_write_text(out_dir / "manifest.json", json.dumps({
         "stage": "run", "recipe": recipe.model_dump(mode="json"), "dataset": cohort.name,
         "model_settings_used": inputs.settings.model_dump(mode="json"),

@@ -96,7 +96,7 @@ def explain(
     n_jobs: int = 1,
     progress: Callable[[int, int], None] | None = None,
     trust: bool = False,
-    codebook: pd.DataFrame | None = None,
+    codebook: pd.DataFrame | str | Path | None = None,
 ) -> ExplainResult:
     """Explain a saved model on a feature table and write the reports into ``out_dir``.
 
@@ -118,9 +118,9 @@ def explain(
     n_jobs : worker processes for SHAP, LIME and the patient pages; results do not depend on it.
     progress : called as ``progress(done, total)`` while patient pages are written.
     trust : open a model whose sha256 sidecar is missing or does not match (see ``load_model``).
-    codebook : the extract stage's ``codebook.csv`` as a table: display names and units (with the image's
-        intensity unit, e.g. HU) for the pages; without it names come from ``radpipe.extract.feature_docs`` and
-        intensities are in arbitrary units.
+    codebook : the extract stage's ``codebook.csv`` (a table, or its path; a missing file is ignored): display
+        names and units (with the image's intensity unit, e.g. HU) for the pages; without it names come from
+        ``radpipe.extract.feature_docs`` and intensities are in arbitrary units.
 
     Returns
     -------
@@ -185,7 +185,7 @@ def explain(
                              labels=labels, predictions=cv_rows)
     importance = _importance(values, view)
 
-    labels_of = feature_labels(view.names, codebook)
+    labels_of = feature_labels(view.names, _read_codebook(codebook))
     pages_dir = out_dir / "patients"
     pages_dir.mkdir(exist_ok=True)
     (out_dir / "figures" / "patients").mkdir(exist_ok=True)
@@ -554,6 +554,17 @@ def _training_features(folder: ModelFolder, model, batch: str | None) -> pd.Data
         table = pd.read_csv(path, dtype={"case_id": str, **({batch: str} if batch else {})})  # "007" stays "007"
         return features_for_model(model, table)
     except Exception as exc:  # an unreadable optional file must not stop the reports
+        warnings.warn(f"ignoring {path}: {exc}", stacklevel=2)
+        return None
+
+
+def _read_codebook(codebook) -> pd.DataFrame | None:
+    if codebook is None or isinstance(codebook, pd.DataFrame):
+        return codebook
+    path = Path(codebook)
+    try:
+        return pd.read_csv(path) if path.is_file() else None
+    except Exception as exc:  # the codebook only names and units the features: the pages work without it
         warnings.warn(f"ignoring {path}: {exc}", stacklevel=2)
         return None
 
