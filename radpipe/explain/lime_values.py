@@ -12,6 +12,7 @@ import warnings
 import numpy as np
 import pandas as pd
 
+from radpipe.explain._format import plain_number
 from radpipe.explain.shap_values import case_seed
 
 LIME_COLUMNS = ["case_id", "rank", "feature_rule", "feature", "weight", "intercept", "local_prediction", "score"]
@@ -100,6 +101,8 @@ def _explain_cases_1(cases, *, pipeline, train, columns, numeric, kept, varied, 
         train, feature_names=varied, class_names=class_names, mode="classification",
         discretize_continuous=True, random_state=seed,
     )
+    if explainer.discretizer is not None:
+        _plain_conditions(explainer.discretizer, train, varied)
     where = [numeric.index(c) for c in varied]
 
     rows = []
@@ -134,6 +137,16 @@ def _explain_cases_1(cases, *, pipeline, train, columns, numeric, kept, varied, 
                 "local_prediction": float(np.ravel(exp.local_pred)[0]), "score": float(exp.score),
             })
     return pd.DataFrame(rows, columns=LIME_COLUMNS)
+
+
+def _plain_conditions(discretizer, train: np.ndarray, names: list[str]) -> None:
+    """Rewrite LIME's condition texts with 3 significant digits: it prints two decimals, so a bin edge of 0.0019
+    reads "<= 0.00" and one of 67883.78 carries noise digits. The edges are the discretizer's own (``bins``)."""
+    edges = [np.unique(q) for q in discretizer.bins(train, None)]
+    for feature, qts in zip(discretizer.to_discretize, edges, strict=True):
+        name, q = names[feature], [plain_number(v, thousands=False) for v in qts]
+        discretizer.names[feature] = ([f"{name} <= {q[0]}"] + [f"{q[i]} < {name} <= {q[i + 1]}" for i in range(len(q) - 1)]
+                                      + [f"{name} > {q[-1]}"])
 
 
 def agreement(shap_row: pd.Series, lime_rows: pd.DataFrame, k: int = 10) -> dict[str, float]:

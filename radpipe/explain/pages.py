@@ -16,6 +16,7 @@ import pandas as pd
 
 from radpipe._io import atomic_write_bytes, atomic_write_text
 from radpipe.explain import plots
+from radpipe.explain._format import plain_number
 from radpipe.extract.feature_docs import display_name, feature_unit
 from radpipe.extract.slices import read_lesion_slice
 
@@ -215,31 +216,7 @@ def env(banner: str = ""):
     return env
 
 
-def _num(v, digits: int = 3) -> str:
-    """A measured value as a person writes it: 3 significant digits, thousands separated, no exponent
-    unless the value is tiny (below 0.0001). Missing values read "missing", never "nan".
-
-    >>> [_num(v) for v in (455612.3, 25.94, 0.01234, 0.0, 3.2e-7, float("nan"), None)]
-    ['456,000', '25.9', '0.0123', '0', '3.2 × 10⁻⁷', 'missing', 'missing']
-    """
-    if v is None:
-        return "missing"
-    try:
-        x = float(v)
-    except (TypeError, ValueError):
-        return str(v)
-    if not np.isfinite(x):
-        return "missing" if np.isnan(x) else ("∞" if x > 0 else "−∞")
-    if x == 0:
-        return "0"
-    magnitude = int(np.floor(np.log10(abs(x))))
-    if magnitude < -4:
-        mantissa, exponent = f"{x:.{digits - 2}e}".split("e")
-        sup = str.maketrans("-0123456789", "⁻⁰¹²³⁴⁵⁶⁷⁸⁹")
-        return f"{mantissa} × 10{str(int(exponent)).translate(sup)}"
-    if magnitude >= digits:  # round to significant digits, keep every integer digit
-        return f"{round(x, digits - 1 - magnitude):,.0f}"
-    return f"{x:,.{max(0, digits - 1 - magnitude)}f}"
+_num = plain_number
 
 
 def _pct(v, decimals: int = 0) -> str:
