@@ -43,7 +43,8 @@ class ModelSettings(BaseModel):
     n_iter: int = Field(10, ge=1, description="Candidates drawn per model when search is 'random'.")
     seed: int = Field(42, description="Seed for splits, searches and estimators; the same seed gives the same numbers.")
     group_column: str | None = Field(
-        None, description="Column holding patient/centre groups kept together in one fold (recorded; groups are passed in)."
+        None, description="Column of the labels table holding patient/centre groups kept together in one fold; filled "
+        "from the dataset's group_column or `radpipe train --group-column` when unset."
     )
     impute: Literal["median", "mean"] = Field("median", description="Imputation of missing feature values, fitted per fold.")
     harmonise: Literal["combat"] | None = Field(
