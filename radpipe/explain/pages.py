@@ -211,6 +211,7 @@ def env(banner: str = ""):
     env.globals["banner"] = banner
     env.filters["num"] = _num
     env.filters["pct"] = _pct
+    env.filters["ordinal"] = _ordinal
     env.filters["family_label"] = lambda f: {"shape": "shape", "first order": "first-order intensity",
                                              "texture": "texture"}.get(f, f)
     return env
@@ -222,6 +223,13 @@ _num = plain_number
 def _pct(v, decimals: int = 0) -> str:
     """A share in [0, 1] as a percentage; "–" for an undefined share."""
     return "–" if v is None or pd.isna(v) else f"{100 * float(v):.{decimals}f}%"
+
+
+def _ordinal(v) -> str:
+    """A percentile as an ordinal: 1st, 2nd, 3rd, 11th, 22nd."""
+    n = int(round(float(v)))
+    suffix = "th" if 10 <= n % 100 <= 20 else {1: "st", 2: "nd", 3: "rd"}.get(n % 10, "th")
+    return f"{n}{suffix}"
 
 
 def render_cohort(*, banner: str, figs: dict[str, bytes], **context) -> str:
