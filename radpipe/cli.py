@@ -389,9 +389,10 @@ def demo(
     debug: Debug = False,
 ) -> int:
     """Generate a small SYNTHETIC 3D cohort and run the demo recipe on it end to end."""
+    from radpipe._cli_progress import ConsoleHooks
     from radpipe.demo import run_demo
 
-    report = run_demo(Path(out), n_cases=cases, jobs=jobs)
+    report = run_demo(Path(out), n_cases=cases, jobs=jobs, hooks=ConsoleHooks())
     console.print(f"\n[bold green]demo finished[/] (synthetic data). Open [bold]{report}[/]")
     return EXIT_OK
 

@@ -64,11 +64,12 @@ def _smooth(array: np.ndarray, sigma: float) -> np.ndarray:
     return sitk.GetArrayFromImage(image).astype(np.float64)
 
 
-def run_demo(out: Path, n_cases: int = 40, jobs: int = 2) -> Path:
+def run_demo(out: Path, n_cases: int = 40, jobs: int = 2, hooks=None) -> Path:
     """Generate the synthetic cohort under ``out/synthetic_cohort`` and run the demo recipe on it.
 
     The recipe ships inside the package (``radpipe/recipes/demo.yaml``), so this works from any
-    folder after a plain ``pip install``.
+    folder after a plain ``pip install``. ``hooks`` (a :class:`radpipe.pipeline.RunHooks`) hears about
+    progress; the CLI passes its progress bars.
     """
     from radpipe.pipeline import run_recipe
 
@@ -76,6 +77,6 @@ def run_demo(out: Path, n_cases: int = 40, jobs: int = 2) -> Path:
     with as_file(files("radpipe") / "recipes" / "demo.yaml") as recipe_file:
         recipe = load_recipe(recipe_file)
     recipe = recipe.model_copy(update={"dataset": str(data.resolve())})
-    result = run_recipe(recipe, data.resolve(), out, jobs=jobs)
+    result = run_recipe(recipe, data.resolve(), out, jobs=jobs, hooks=hooks)
     (out / "SYNTHETIC_DATA.txt").write_text(SYNTHETIC_NOTE)
     return result.explain_dir / "cohort.html"
