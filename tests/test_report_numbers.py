@@ -149,3 +149,13 @@ def test_multiclass_pages_lead_with_out_of_fold_probability_and_confusion_reprod
     recall = np.mean(np.diag(matrix) / matrix.sum(axis=1))
     assert recall == pytest.approx(row["sensitivity"], abs=1e-12)
     assert float(_element(html, "roc-caption")[0]["data-auc"]) == pytest.approx(row["auc"], abs=1e-12)
+
+
+@pytest.mark.parametrize("name", ["radpipe.explain.performance", "radpipe.explain.pages", "radpipe.explain._format",
+                                  "radpipe.extract.slices"])
+def test_docstring_examples_of_the_report_modules(name):
+    import doctest
+    import importlib
+
+    result = doctest.testmod(importlib.import_module(name), optionflags=doctest.ELLIPSIS)
+    assert result.failed == 0 and result.attempted > 0, result
