@@ -169,6 +169,7 @@ def train(
     the refit best model (model.joblib + sha256 + model_card.json/.md) and every model under models/.
     """
     from radpipe._cli_progress import ConsoleHooks
+    from radpipe.extract.discretisation import read_discretisation
     from radpipe.model.inputs import modelling_table, read_features, read_outcomes, training_inputs
     from radpipe.model.train import fit_models
     from radpipe.model.validate import fit_count
@@ -192,7 +193,8 @@ def train(
     for message in inputs.notes():
         hooks.note(message)
     with hooks.training(fit_count(inputs.settings)) as (progress, advance):
-        result = fit_models(inputs, out, progress=progress, advance=advance)
+        result = fit_models(inputs, out, progress=progress, advance=advance,
+                            discretisation=read_discretisation(features))
     hooks.trained(result)
     return EXIT_OK
 
@@ -238,6 +240,7 @@ def explain(
         y = table["label"].dropna() if "label" in table.columns else y
         batches = table
     X = features_for_model(model, X, batches)
+    _same_discretisation(model, features)
     chosen = [p.strip() for p in patients.split(",")] if patients else None
     with ConsoleHooks().explaining(len(chosen) if chosen else len(X)) as progress:
         explain_model(model_dir, X, out, labels=y, images=images, patients=chosen, settings=spec.explain,
@@ -301,10 +304,20 @@ def predict(
     loaded = load_model(model, trust=trust)
     table = read_outcomes(labels, label_column=None, key="--labels") if labels else None
     X = features_for_model(loaded, read_features(features, key="FEATURES"), table)
+    _same_discretisation(loaded, features)
     result = predict_cases(loaded, X)
     write_csv(result.reset_index() if "case_id" not in result.columns else result, out)
     console.print(f"{len(result)} predictions → [bold]{out}[/]")
     return EXIT_OK
+
+
+def _same_discretisation(loaded, features: Path) -> None:
+    """Refuse features binned differently from the model's training cohort; warn when it cannot be checked."""
+    from radpipe.model.inputs import check_extraction
+
+    unchecked = check_extraction(loaded, features)
+    if unchecked:
+        warn(unchecked)
 
 
 @app.command()
@@ -337,6 +350,7 @@ def evaluate(
     table = read_outcomes(labels, key="--labels")
     y = table["label"].dropna()
     X = features_for_model(loaded, read_features(features, key="FEATURES"), table)
+    _same_discretisation(loaded, features)
     common = [c for c in X.index if c in y.index]
     if not common:
         raise ConfigError(f"no case of the feature table has a label in {labels} (feature table case ids, e.g. "

@@ -18,6 +18,7 @@ import pandas as pd
 from radpipe._io import atomic_write_text
 from radpipe.cohort import Cohort, load_cohort
 from radpipe.config import Recipe
+from radpipe.extract.discretisation import read_discretisation
 from radpipe.extract.stage import ExtractResult, extract_cohort
 from radpipe.extract.tables import read_feature_table
 from radpipe.pseudonym import Pseudonymiser
@@ -127,7 +128,7 @@ def run_recipe(recipe: Recipe, recipe_dir: Path, out_dir: str | Path, *, jobs: i
         external[name] = ext_X, outcomes
     with hooks.training(fit_count(inputs.settings)) as (progress, advance):
         trained = fit_models(inputs, out_dir / "models", external=external or None, progress=progress,
-                             advance=advance)
+                             advance=advance, discretisation=read_discretisation(extracted.out_dir))
     hooks.trained(trained)
 
     explain_dir = None

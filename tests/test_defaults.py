@@ -302,3 +302,45 @@ def test_sts_pet_12_cases_with_default_settings(data_dir, tmp_path):
     (warning,) = result.warnings
     assert "5.47x5.47x3.27 mm (8 cases), 3.91x3.91x3.27 mm (2 cases), 4.69x4.69x3.27 mm (2 cases)" in warning
     assert "step: resample, spacing: [5.47, 5.47, 3.27]" in warning
+
+
+def test_predict_refuses_features_binned_differently_from_the_model(tmp_path):
+    """The training cohort's bin width travels in the model card; features at another width are exit 2."""
+    import json
+
+    import numpy as np
+    import pandas as pd
+    from typer.testing import CliRunner
+
+    from radpipe.cli import app
+
+    rng = np.random.default_rng(0)
+    ids = [f"c{i:02d}" for i in range(24)]
+    y = np.array([0, 1] * 12)
+    X = pd.DataFrame({"case_id": ids, "f1": rng.normal(size=24) + y, "f2": rng.normal(size=24)})
+    features = tmp_path / "train" / "features.csv"
+    features.parent.mkdir()
+    X.to_csv(features, index=False)
+    (features.parent / "manifest.json").write_text(json.dumps(
+        {"stage": "extract", "discretisation": {"binWidth": 0.25, "source": "auto"}}))
+    labels = tmp_path / "labels.csv"
+    pd.DataFrame({"case_id": ids, "label": y}).to_csv(labels, index=False)
+    runner = CliRunner()
+    trained = runner.invoke(app, ["train", str(features), "--labels", str(labels), "--out",
+                                  str(tmp_path / "models"), "--models", "logreg"])
+    assert trained.exit_code == 0, trained.output
+    card = json.loads((tmp_path / "models" / "model_card.json").read_text())
+    assert card["discretisation"] == {"binWidth": 0.25, "source": "auto"}
+
+    new = tmp_path / "new" / "features.csv"
+    new.parent.mkdir()
+    X.to_csv(new, index=False)
+    (new.parent / "manifest.json").write_text(json.dumps({"discretisation": {"binWidth": 25, "source": "recipe"}}))
+    refused = runner.invoke(app, ["predict", str(tmp_path / "models"), str(new), "--out", str(tmp_path / "p.csv")])
+    assert refused.exit_code == 2
+    assert "binWidth 25" in refused.output and "binWidth 0.25" in refused.output and "--reference" in refused.output
+
+    (new.parent / "manifest.json").write_text(json.dumps({"discretisation": {"binWidth": 0.25, "source": "reference"}}))
+    same = runner.invoke(app, ["predict", str(tmp_path / "models"), str(new), "--out", str(tmp_path / "p.csv")])
+    assert same.exit_code == 0, same.output
+    assert len(pd.read_csv(tmp_path / "p.csv")) == 24

@@ -723,6 +723,42 @@ def features_for_model(loaded: LoadedModel, table: pd.DataFrame,
     return out
 
 
+def check_extraction(loaded: LoadedModel, features_path: str | Path) -> str | None:
+    """Refuse a feature table discretised differently from the model's training cohort.
+
+    Texture features depend on the bin width, so a model trained on features at ``binWidth`` 0.25 gives
+    meaningless probabilities on features extracted at 25. The training cohort's record is in the model
+    card (``discretisation``); the new table's is in the ``manifest.json`` beside it. A mismatch is a
+    :class:`ConfigError`; a table or model without a record returns a sentence saying it was not checked.
+
+    Examples
+    --------
+    >>> import json, tempfile, pathlib
+    >>> from radpipe.model.persist import LoadedModel
+    >>> folder = pathlib.Path(tempfile.mkdtemp())
+    >>> _ = (folder / "manifest.json").write_text(json.dumps({"discretisation": {"binWidth": 0.25}}))
+    >>> model = LoadedModel(pipeline=None, card={"discretisation": {"binWidth": 0.25}}, path=folder)
+    >>> check_extraction(model, folder / "features.csv") is None
+    True
+    """
+    from radpipe.extract.discretisation import describe_discretisation, read_discretisation
+
+    trained = loaded.card.get("discretisation")
+    used = read_discretisation(features_path)
+    if not trained or not used:
+        missing = "the model card" if not trained else f"a manifest.json beside {features_path}"
+        return (f"the discretisation of {features_path} could not be compared with the model's ({missing} has no "
+                "record): make sure both were extracted with the same bin width")
+    keys = ("binWidth", "binCount")
+    if any(trained.get(key) != used.get(key) for key in keys):
+        raise ConfigError(
+            f"{features_path} was extracted with {describe_discretisation(used)}, but the model was trained on "
+            f"features with {describe_discretisation(trained)}: texture features are not comparable. Extract the "
+            f"new cohort with the training cohort's bin width: `radpipe extract COHORT --reference {loaded.path}`",
+            file=str(features_path), key="discretisation")
+    return None
+
+
 def labels_for_model(loaded: LoadedModel, index: pd.Index, labels: pd.Series) -> pd.Series:
     """The labels of the cases in ``index`` as text, each one a class of the model."""
     labels = labels.map(batch_label)

@@ -318,8 +318,13 @@ def fit_models(
     external: dict[str, tuple[pd.DataFrame, pd.Series | pd.DataFrame]] | None = None,
     progress: Callable[[str], None] | None = None,
     advance: Callable[[str], None] | None = None,
+    discretisation: dict | None = None,
 ) -> TrainResult:
     """Train on checked inputs (see :func:`train_models` for what is written).
+
+    ``discretisation`` is the extraction's bin-width record (see
+    :func:`radpipe.extract.discretisation.read_discretisation`); the model cards carry it, so ``radpipe
+    predict`` can refuse features discretised differently and ``radpipe extract --reference`` can reuse it.
 
     ``progress(message)`` hears what is being done; ``advance(note)`` is called after each of the
     :func:`radpipe.model.validate.fit_count` fits (a model in an outer fold, or a final refit), for a
@@ -363,6 +368,8 @@ def fit_models(
     pd.DataFrame({"case_id": X.index, "label": y.to_numpy()}).to_csv(folder.train_labels_path, index=False)
 
     inputs_card = _inputs_card(inputs)
+    if discretisation:
+        inputs_card["discretisation"] = discretisation
     model_dirs: dict[str, Path] = {}
     for name in settings.models:
         pipeline, params = final[name]
