@@ -42,7 +42,9 @@ class ConsoleHooks(RunHooks):
     tables), measured once here for the bar and the summary, so the two show the same number.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, *, show_case_ids: bool = True) -> None:
+        # with --pseudonymise the terminal (often logged) must not show real case ids either
+        self._show_case_ids = show_case_ids
         self._extract_seconds: dict[str, float] = {}
 
     def note(self, message: str) -> None:
@@ -57,7 +59,8 @@ class ConsoleHooks(RunHooks):
                 counts["cached" if cached else "computed"] += 1
                 elapsed = time.perf_counter() - started
                 rate = f"{counts['computed'] / elapsed:.2f} cases/s" if counts["computed"] and elapsed > 0 else ""
-                advance(note=f"{result.case_id}{' (cached)' if cached else ''}"
+                shown = result.case_id if self._show_case_ids else ""
+                advance(note=f"{shown}{' (cached)' if cached else ''}"
                         + (" [red]failed[/]" if result.status == "failed" else ""), rate=rate)
 
             yield on_result

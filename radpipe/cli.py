@@ -134,7 +134,7 @@ def extract(
         settings.resolve_paths(Path.cwd())
     cohort = load_cohort(dataset, relative_to=base)
     formats = tuple(part.strip() for part in format.split(",") if part.strip())
-    hooks = ConsoleHooks()
+    hooks = ConsoleHooks(show_case_ids=pseudonymise is None)
     with hooks.extracting(cohort, out) as on_result:
         result = extract_cohort(cohort, settings, out, jobs=jobs, scheduler=scheduler, formats=formats,
                                 cache_dir=cache_dir, pseudonymise=pseudonymise, reference=reference,
@@ -268,7 +268,7 @@ def run(
 
     spec = load_recipe(recipe)
     result = run_recipe(spec, recipe.resolve().parent, out, jobs=jobs, scheduler=scheduler, explain=not no_explain,
-                        pseudonymise=pseudonymise, hooks=ConsoleHooks())
+                        pseudonymise=pseudonymise, hooks=ConsoleHooks(show_case_ids=pseudonymise is None))
     if result.explain_dir:
         console.print(f"cohort report: [bold]{result.explain_dir / 'cohort.html'}[/]")
     return EXIT_CASES_FAILED if result.n_failed else EXIT_OK
