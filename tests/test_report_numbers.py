@@ -159,3 +159,21 @@ def test_docstring_examples_of_the_report_modules(name):
 
     result = doctest.testmod(importlib.import_module(name), optionflags=doctest.ELLIPSIS)
     assert result.failed == 0 and result.attempted > 0, result
+
+
+def test_fold_stability_says_not_selected_exactly_where_a_fold_dropped_the_feature(binary_run):
+    from radpipe.model.persist import load_model
+
+    result, folder, X, _ = binary_run
+    table = pd.read_csv(result.out_dir / "fold_stability.csv")
+    assert set(table["fold"]) == {d.name for d in folder.fold_dirs()}
+    for fold_dir in folder.fold_dirs():
+        kept = set(load_model(fold_dir).pipeline[:-1].get_feature_names_out())
+        rows = table[table["fold"] == fold_dir.name].set_index("feature")
+        assert set(rows.index[rows["selected"]]) == kept  # select_k=4: four per fold
+        assert rows.loc[~rows["selected"], "mean_abs_shap"].isna().all()
+    html = result.cohort_page.read_text()
+    heat = re.search(r'<table class="heat" id="fold-importance">(.*?)</table>', html, re.S).group(1)
+    shown = re.findall(r'<td title="([^"]+)">', heat)
+    n_dropped = sum(int((~table[(table["feature"] == f)]["selected"]).sum()) for f in shown)
+    assert heat.count("not selected") == n_dropped > 0
