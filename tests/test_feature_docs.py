@@ -283,3 +283,30 @@ def test_codebook_of_a_real_pyradiomics_run_on_every_image_type():
     assert book.loc["wavelet2-LLL_glcm_Contrast", "display_name"] == "GLCM contrast · wavelet LLL, level 2"
     assert book.loc["original_firstorder_Variance", "unit"] == "HU²"
     assert book.loc["gradient_firstorder_Variance", "unit"] == "a.u.² (filtered)"
+
+
+def test_shape_of_a_2d_image_without_spacing_is_in_pixels(tmp_path):
+    """A PNG carries no pixel spacing: radpipe measures in pixels, so the codebook must not say mm."""
+    import numpy as np
+    import SimpleITK as sitk
+
+    from radpipe.cohort import load_cohort
+    from radpipe.extract.settings import ExtractSettings
+    from radpipe.extract.stage import extract_cohort
+
+    rng = np.random.default_rng(1)
+    for sub in ("images", "masks"):
+        (tmp_path / "cohort" / sub).mkdir(parents=True)
+    for i in range(3):
+        image = rng.integers(0, 255, (64, 64)).astype(np.uint8)
+        mask = np.zeros((64, 64), np.uint8)
+        mask[20:40 + i, 18:44] = 255
+        sitk.WriteImage(sitk.GetImageFromArray(image), str(tmp_path / "cohort" / "images" / f"c{i}.png"))
+        sitk.WriteImage(sitk.GetImageFromArray(mask), str(tmp_path / "cohort" / "masks" / f"c{i}.png"))
+    settings = ExtractSettings(setting={"force2D": True, "binWidth": 16}, featureClass={"shape2D": [],
+                                                                                       "firstorder": ["Mean"]})
+    extract_cohort(load_cohort(tmp_path / "cohort"), settings, tmp_path / "out")
+    book = pd.read_csv(tmp_path / "out" / "codebook.csv").set_index("column")
+    assert book.loc["original_shape2D_PixelSurface", "unit"] == "px²"
+    assert book.loc["original_shape2D_Perimeter", "unit"] == "px"
+    assert book.loc["original_firstorder_Mean", "unit"] == "a.u."

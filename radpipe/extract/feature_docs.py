@@ -141,11 +141,12 @@ def display_name(column: str) -> str:
     return f"{name} · {label}" if label else name
 
 
-def feature_unit(column: str, intensity_unit: str = "a.u.") -> str:
+def feature_unit(column: str, intensity_unit: str = "a.u.", length_unit: str = "mm") -> str:
     """The unit of a feature column's values; "" for a column that is not a known pyradiomics feature.
 
     ``intensity_unit`` is the unit of the image the features were computed from: ``"HU"`` for CT,
     ``"SUV"`` for PET converted to SUV, ``"a.u."`` otherwise (and whenever intensities were normalised).
+    ``length_unit`` is ``"px"`` for 2D images that carry no pixel spacing (shape is then in pixels).
 
     Examples
     --------
@@ -158,11 +159,13 @@ def feature_unit(column: str, intensity_unit: str = "a.u.") -> str:
     'a.u. (filtered)'
     >>> feature_unit("original_glcm_Contrast", "HU")
     'grey levels²'
+    >>> feature_unit("original_shape2D_PixelSurface", length_unit="px")
+    'px²'
     """
     row = _row(column)
     if row is None:
         return ""
-    unit = row["unit"]
+    unit = row["unit"].replace("mm", length_unit)
     if INTENSITY not in unit:
         return unit
     if _split(column)[0] in ("", "original"):

@@ -30,7 +30,7 @@ from radpipe.extract.survey import CohortSurvey, summarise, survey_rows
 from radpipe.pseudonym import Pseudonymiser
 
 FORMATS = ("csv", "parquet")
-TABLES_FORMAT = 2  # 2: codebook feature_qc column. Bump when the table-writing code changes what it writes: reruns then rewrite the tables
+TABLES_FORMAT = 3  # 3: codebook units in px for 2D images without spacing. Bump when the table-writing code changes what it writes: reruns then rewrite the tables
 
 
 class ExtractResult:
@@ -206,7 +206,8 @@ def extract_cohort(cohort: Cohort, settings: ExtractSettings, out_dir: str | Pat
                 pseudonyms.save()
         else:
             wide, qc, written = _write_tables(out_dir, summary.results, problem_rows, settings, formats, pseudonyms,
-                                              intensity_unit=survey.intensity_unit)
+                                              intensity_unit=survey.intensity_unit,
+                                              length_unit=survey.length_unit)
         summary.failed = _failed_cases(summary.results, problem_rows)
         inputs = {item.case_id: {"image_sha256": item.image_sha256, "mask_sha256": item.mask_sha256}
                   for item in items}
@@ -257,8 +258,8 @@ def _spacing_record(survey: CohortSurvey) -> dict:
 
 
 def _write_tables(out_dir: Path, results: list[CaseResult], problem_rows: list[dict], settings: ExtractSettings,
-                  formats: tuple[str, ...], pseudonyms: Pseudonymiser | None, *, intensity_unit: str = "a.u."
-                  ) -> tuple[pd.DataFrame, pd.DataFrame, dict[str, str]]:
+                  formats: tuple[str, ...], pseudonyms: Pseudonymiser | None, *, intensity_unit: str = "a.u.",
+                  length_unit: str = "mm") -> tuple[pd.DataFrame, pd.DataFrame, dict[str, str]]:
     """Build and write every table; return the wide table, the QC ledger and {file name: sha256 written}."""
     wide = tables.feature_table(results)
     qc = tables.qc_table(results, problem_rows)
@@ -281,7 +282,8 @@ def _write_tables(out_dir: Path, results: list[CaseResult], problem_rows: list[d
 
     written["codebook.csv"] = tables.write_csv(
         tables.codebook_table(list(wide.columns), params, ibsi_table(), prep, intensity_unit=intensity_unit,
-                              feature_qc=degenerate_features(wide)), out_dir / "codebook.csv")
+                              length_unit=length_unit, feature_qc=degenerate_features(wide)),
+        out_dir / "codebook.csv")
     written["diagnostics.csv"] = tables.write_csv(diagnostics, out_dir / "diagnostics.csv")
     written["qc.csv"] = tables.write_csv(qc, out_dir / "qc.csv")
     return wide, qc, written

@@ -23,7 +23,7 @@ from radpipe.extract.discretisation import choose_bin_width, level_summary, reci
 from radpipe.extract.features import CaseInput
 from radpipe.extract.settings import ExtractSettings
 
-SURVEY_FORMAT = 1  # bump when a survey row changes meaning: cached rows are then read again
+SURVEY_FORMAT = 2  # 2: spacing_known. Bump when a survey row changes meaning: cached rows are then read again
 #: Spacing along an axis "varies" when its range across the cohort exceeds this fraction of its median.
 SPACING_TOLERANCE = 0.10
 #: 3D texture on voxels whose longest side exceeds this many times the shortest mixes directions.
@@ -66,6 +66,7 @@ class CohortSurvey:
     modality: str | None
     intensity_unit: str
     median_spacing: tuple[float, ...]
+    length_unit: str
     spacing_varies: bool
     anisotropic: bool
     suggested_bin_width: float | None
@@ -210,7 +211,7 @@ def survey_rows(items: list[CaseInput], settings: ExtractSettings, *, jobs: int 
 
 
 _COLUMNS = ["case_id", "status", "reason", "modality", "units", "dimension", "size", "spacing_x", "spacing_y",
-            "spacing_z", "roi_voxels", "roi_min", *(f"roi_p{p}" for p in _PERCENTILES), "roi_max"]
+            "spacing_z", "spacing_known", "roi_voxels", "roi_min", *(f"roi_p{p}" for p in _PERCENTILES), "roi_max"]
 
 
 def survey_case(item: CaseInput, settings: ExtractSettings) -> dict:
@@ -259,6 +260,7 @@ def _survey_case(item: CaseInput, settings: ExtractSettings) -> dict:
     row = {"case_id": item.case_id, "status": "ok", "reason": "", "modality": modality, "units": units,
            "dimension": image.GetDimension(), "size": "x".join(str(s) for s in image.GetSize()),
            **{f"spacing_{a}": float(s) for a, s in zip(_AXES, spacing, strict=True)},
+           "spacing_known": not image.HasMetaDataKey(io.RASTER_WITHOUT_SPACING),
            "roi_voxels": int(len(values)), "roi_min": float(values.min())}
     for p, v in zip(_PERCENTILES, np.percentile(values, _PERCENTILES), strict=True):
         row[f"roi_p{p}"] = float(v)
@@ -291,7 +293,10 @@ def summarise(table: pd.DataFrame, settings: ExtractSettings) -> CohortSurvey:
     median_levels = level_summary(ok["roi_min"], ok["roi_max"], width)["median_levels"] if width else None
     if chosen and "binCount" in chosen:
         median_levels = float(chosen["binCount"])
+    # a 2D raster without spacing is measured in pixels; the column is absent from rows cached before it existed
+    unknown_spacing = "spacing_known" in ok and (ok["spacing_known"] == False).any()  # noqa: E712 - NaN is unknown
     survey = CohortSurvey(table=table, modality=modality, intensity_unit=unit, median_spacing=median_spacing,
+                          length_unit="px" if unknown_spacing else "mm",
                           spacing_varies=spacing_varies, anisotropic=anisotropic, suggested_bin_width=suggested,
                           median_levels=median_levels, resampled=resampled)
     survey.warnings = spacing_warnings(survey, varies)

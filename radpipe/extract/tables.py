@@ -102,14 +102,15 @@ def _feature_docs() -> dict[tuple[str, str], str]:
 
 
 def codebook_table(columns: list[str], params: dict, ibsi: pd.DataFrame | None = None,
-                   preprocessing: str = "", *, intensity_unit: str = "a.u.",
+                   preprocessing: str = "", *, intensity_unit: str = "a.u.", length_unit: str = "mm",
                    feature_qc: dict[str, str] | None = None) -> pd.DataFrame:
     """One row per feature column: what it is, its unit, and the settings that produced it.
 
     ``display_name``, ``unit`` and ``description`` (one plain sentence) come from
     :mod:`radpipe.extract.feature_docs`; ``pyradiomics_doc`` keeps the first paragraph of pyradiomics' own
     docstring for the feature, so the formula's source stays one look-up away. ``intensity_unit`` is the
-    image's unit (``"HU"``, ``"SUV"``, ``"a.u."``); ``feature_qc`` maps a column to a note about its values
+    image's unit (``"HU"``, ``"SUV"``, ``"a.u."``), ``length_unit`` that of lengths (``"px"`` for 2D images
+    without a pixel spacing); ``feature_qc`` maps a column to a note about its values
     (empty when there is none).
 
     Examples
@@ -140,7 +141,7 @@ def codebook_table(columns: list[str], params: dict, ibsi: pd.DataFrame | None =
         rows.append({
             "column": column,
             "display_name": feature_docs.display_name(column),
-            "unit": feature_docs.feature_unit(column, intensity_unit),
+            "unit": feature_docs.feature_unit(column, intensity_unit, length_unit),
             "description": feature_docs.description(column),
             "image_type": image_type,
             "feature_class": feature_class,
