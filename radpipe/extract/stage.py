@@ -30,7 +30,9 @@ from radpipe.extract.survey import CohortSurvey, summarise, survey_rows
 from radpipe.pseudonym import Pseudonymiser
 
 FORMATS = ("csv", "parquet")
-TABLES_FORMAT = 3  # 3: codebook units in px for 2D images without spacing. Bump when the table-writing code changes what it writes: reruns then rewrite the tables
+# bump when the table-writing code changes what it writes: reruns then rewrite the tables
+# (2: codebook feature_qc column; 3: codebook units in px for 2D images without spacing)
+TABLES_FORMAT = 3
 
 
 class ExtractResult:
