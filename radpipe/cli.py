@@ -160,6 +160,10 @@ def train(
     batch_column: Annotated[str | None, typer.Option(
         help="Column in --labels naming each case's scanner/centre: harmonise the features with ComBat, "
         "fitted inside every training fold.")] = None,
+    time: Annotated[str | None, typer.Option(
+        "--time", help="Survival outcome: the follow-up time column of --labels (with --event).")] = None,
+    event: Annotated[str | None, typer.Option(
+        "--event", help="Survival outcome: the event column of --labels, 1/True = event, 0/False = censored.")] = None,
     jobs: Jobs = 1,
     debug: Debug = False,
 ) -> int:
@@ -167,6 +171,8 @@ def train(
 
     Writes metrics.csv (AUC with bootstrap 95% CI per model), predictions.csv (out-of-fold),
     the refit best model (model.joblib + sha256 + model_card.json/.md) and every model under models/.
+    With --time and --event the outcome is time to event: survival models (coxnet, rsf, gbsa; needs
+    `pip install "radpipe[survival]"`) scored by Harrell's and Uno's C, time-dependent AUC and risk groups.
     """
     from radpipe._cli_progress import ConsoleHooks
     from radpipe.extract.discretisation import read_discretisation
@@ -184,7 +190,21 @@ def train(
         update["group_column"] = group_column
     if batch_column:
         update.update(harmonise="combat", batch_column=batch_column)
+    if (time is None) != (event is None):
+        from radpipe.errors import ConfigError
+
+        raise ConfigError("a survival outcome needs both --time and --event (the follow-up time and event columns "
+                          "of --labels)", key="--time" if time is None else "--event")
+    if time is not None:
+        from radpipe.model.settings import SURVIVAL_MODEL_NAMES
+
+        previous = spec.model.outcome.model_dump() if spec.model.outcome else {"type": "survival"}
+        update["outcome"] = {**previous, "time": time, "event": event}
+        if not models and not spec.model.is_survival:
+            update["models"] = list(SURVIVAL_MODEL_NAMES)
     settings = type(spec.model).model_validate({**spec.model.model_dump(), **update})
+    if settings.is_survival:
+        return _train_survival(features, labels, out, settings, spec)
     table = read_outcomes(labels, label_column=label_column, key="--labels")
     X = modelling_table(read_features(features, key="FEATURES"), spec.extract.aggregate)
     inputs = training_inputs(X, table, settings, label_column=label_column, source=str(labels))
@@ -197,6 +217,49 @@ def train(
                             discretisation=read_discretisation(features))
     hooks.trained(result)
     return EXIT_OK
+
+
+def _train_survival(features: Path, labels: Path, out: Path, settings, spec) -> int:
+    from radpipe.extract.discretisation import read_discretisation
+    from radpipe.model.inputs import modelling_table, read_features, read_outcomes, survival_training_inputs
+    from radpipe.model.survival import fit_survival_models, require_survival
+    from radpipe.model.validate import fit_count
+
+    require_survival()
+    outcome = settings.outcome
+    table = read_outcomes(labels, label_column=None, columns=[outcome.time, outcome.event], key="--labels")
+    X = modelling_table(read_features(features, key="FEATURES"), spec.extract.aggregate)
+    inputs = survival_training_inputs(X, table, settings, source=str(labels))
+    hooks = _console_hooks()
+    console.print(repr(inputs), highlight=False, markup=False)
+    for message in inputs.notes():
+        hooks.note(message)
+    with hooks.training(fit_count(inputs.settings)) as (progress, advance):
+        result = fit_survival_models(inputs, out, progress=progress, advance=advance,
+                                     discretisation=read_discretisation(features))
+    hooks.trained(result)
+    return EXIT_OK
+
+
+def _console_hooks(**kwargs):
+    """The console hooks, with a summary table of concordance for survival models."""
+    from radpipe._cli_progress import ConsoleHooks
+
+    class Hooks(ConsoleHooks):
+        def trained(self, result) -> None:
+            metrics = result.metrics
+            if "c_harrell" not in metrics.columns:
+                return super().trained(result)
+            for cohort in metrics["cohort"].unique():
+                rows = metrics[metrics["cohort"] == cohort]
+                title = f"models → {result.out_dir}" if cohort == "cv" else f"external cohort {cohort}"
+                summary_table(title, [
+                    (row.model, f"Harrell's C {row.c_harrell:.3f} ({row.c_harrell_ci_low:.3f}–"
+                     f"{row.c_harrell_ci_high:.3f}), Uno's C {row.c_uno:.3f}, log-rank p {row.logrank_p:.2g}"
+                     + (" [bold]best[/]" if cohort == "cv" and row.model == result.best_model else ""))
+                    for row in rows.itertuples()])
+
+    return Hooks(**kwargs)
 
 
 @app.command()
@@ -262,13 +325,12 @@ def run(
     debug: Debug = False,
 ) -> int:
     """Run a recipe end to end: extract → train → explain."""
-    from radpipe._cli_progress import ConsoleHooks
     from radpipe.config import load_recipe
     from radpipe.pipeline import run_recipe
 
     spec = load_recipe(recipe)
     result = run_recipe(spec, recipe.resolve().parent, out, jobs=jobs, scheduler=scheduler, explain=not no_explain,
-                        pseudonymise=pseudonymise, hooks=ConsoleHooks(show_case_ids=pseudonymise is None))
+                        pseudonymise=pseudonymise, hooks=_console_hooks(show_case_ids=pseudonymise is None))
     if result.explain_dir:
         console.print(f"cohort report: [bold]{result.explain_dir / 'cohort.html'}[/]")
     return EXIT_CASES_FAILED if result.n_failed else EXIT_OK
@@ -290,7 +352,9 @@ def predict(
     """Predict probabilities and classes for new cases.
 
     A binary model writes case_id, y_prob (of the positive class) and predicted (at the model's threshold);
-    a multi-class model writes one y_prob_<class> column per class and predicted, the most probable class.
+    a multi-class model writes one y_prob_<class> column per class and predicted, the most probable class;
+    a survival model writes risk (higher = worse), surv_<h> (survival at each horizon of its card) and
+    risk_group (high/low at the cut-off frozen at training).
     A model trained with ComBat harmonisation needs each case's batch (its model card's cv.batch_column):
     a column of the feature table, or else of the --labels CSV.
     """
@@ -455,6 +519,19 @@ def validate(
     base = recipe.resolve().parent
     cohort = load_cohort(spec.dataset, relative_to=base)
     external = {name: load_cohort(name, relative_to=base) for name in spec.external}
+    if spec.model.is_survival:
+        from radpipe.model.inputs import check_survival_recipe_inputs
+
+        checked = check_survival_recipe_inputs(cohort, spec.model, external=external)
+        settings = checked.settings
+        counts = checked.folds.counts
+        console.print(f"[green]ok[/]: {recipe} is valid; {cohort!r}")
+        console.print(f"  survival outcome: time '{settings.outcome.time}', event '{settings.outcome.event}'; "
+                      f"{counts.get('events', 0)} events, {counts.get('censored', 0)} censored; folds "
+                      f"{settings.outer_folds} outer x {settings.inner_folds} inner", highlight=False, markup=False)
+        for message in checked.notes():
+            ConsoleHooks().note(message)
+        return EXIT_OK
     checked = check_recipe_inputs(cohort, spec.model, external=external)
     console.print(f"[green]ok[/]: {recipe} is valid; {cohort!r}")
     settings = checked.settings

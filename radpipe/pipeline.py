@@ -92,7 +92,14 @@ def run_recipe(recipe: Recipe, recipe_dir: Path, out_dir: str | Path, *, jobs: i
     out_dir = Path(out_dir)
     cohort = load_cohort(recipe.dataset, relative_to=recipe_dir)
     external_cohorts = {name: load_cohort(name, relative_to=recipe_dir) for name in recipe.external}
-    checked = check_recipe_inputs(cohort, recipe.model, external=external_cohorts)  # before hours of extraction
+    survival = recipe.model.is_survival
+    if survival:  # a time-to-event outcome: the dataset's outcome table holds the time and event columns
+        from radpipe.model.inputs import check_survival_recipe_inputs, survival_training_inputs
+        from radpipe.model.survival import fit_survival_models
+
+        checked = check_survival_recipe_inputs(cohort, recipe.model, external=external_cohorts)
+    else:
+        checked = check_recipe_inputs(cohort, recipe.model, external=external_cohorts)  # before hours of extraction
     for message in checked.notes():
         hooks.note(message)
 
@@ -113,8 +120,12 @@ def run_recipe(recipe: Recipe, recipe_dir: Path, out_dir: str | Path, *, jobs: i
         return table.rename(index=rename).rename_axis("case_id")
 
     X = modelling_table(read_feature_table(extracted.out_dir / "features.csv"), recipe.extract.aggregate)
-    inputs = training_inputs(X, keyed(checked.outcomes), checked.requested, label_column=checked.label_column,
-                             dataset=cohort.name)
+    if survival:
+        inputs = survival_training_inputs(X, keyed(checked.outcomes), checked.requested,
+                                          source=str(cohort.spec.root / cohort.spec.labels))
+    else:
+        inputs = training_inputs(X, keyed(checked.outcomes), checked.requested, label_column=checked.label_column,
+                                 dataset=cohort.name)
     # the fold counts were told before extraction; again only when failed cases changed them
     for message in inputs.notes(folds=inputs.folds != checked.folds):
         hooks.note(message)
@@ -123,12 +134,13 @@ def run_recipe(recipe: Recipe, recipe_dir: Path, out_dir: str | Path, *, jobs: i
         ext_X = modelling_table(read_feature_table(result.out_dir / "features.csv"), recipe.extract.aggregate)
         column = external_cohorts[name].spec.label_column  # fit_models reads an external outcome as 'label'
         outcomes = keyed(checked.external[name])
-        if column != LABEL_COLUMN:
+        if column != LABEL_COLUMN and not survival:
             outcomes = outcomes.drop(columns=[LABEL_COLUMN], errors="ignore").rename(columns={column: LABEL_COLUMN})
         external[name] = ext_X, outcomes
     with hooks.training(fit_count(inputs.settings)) as (progress, advance):
-        trained = fit_models(inputs, out_dir / "models", external=external or None, progress=progress,
-                             advance=advance, discretisation=read_discretisation(extracted.out_dir))
+        fit = fit_survival_models if survival else fit_models
+        trained = fit(inputs, out_dir / "models", external=external or None, progress=progress,
+                      advance=advance, discretisation=read_discretisation(extracted.out_dir))
     hooks.trained(trained)
 
     explain_dir = None
@@ -138,7 +150,9 @@ def run_recipe(recipe: Recipe, recipe_dir: Path, out_dir: str | Path, *, jobs: i
         explain_dir = out_dir / "explain"
         images = {rename(case.case_id): (case.image, case.mask) for case in cohort.cases}
         with hooks.explaining(len(inputs.X)) as progress:
-            explain_model(out_dir / "models", inputs.X, explain_dir, labels=inputs.y, images=images,
+            # a survival model's outcome (time, event) is read from the model folder, not passed as labels
+            explain_model(out_dir / "models", inputs.X, explain_dir, labels=None if survival else inputs.y,
+                          images=images,
                           settings=recipe.explain, n_jobs=jobs, progress=progress,
                           codebook=extracted.out_dir / "codebook.csv")
     atomic_write_text(out_dir / "manifest.json", json.dumps({

@@ -22,7 +22,8 @@ PREDICTIONS_FILE = "predictions.csv"
 SPLITS_FILE = "splits.json"
 TIMINGS_FILE = "timings.json"
 TRAIN_FEATURES_FILE = "train_features.csv"
-TRAIN_LABELS_FILE = "train_labels.csv"
+TRAIN_LABELS_FILE = "train_labels.csv"  # case_id,label; a survival model's: case_id,time,event
+CALIBRATION_SURVIVAL_FILE = "calibration_survival.csv"  # survival models: predicted vs Kaplan–Meier by risk tertile
 MODELS_DIR = "models"  # every compared model, models/<name>/
 FOLDS_DIR = "folds"  # the best model's outer-fold pipelines, folds/<repeat>_<fold>/
 
@@ -82,6 +83,10 @@ class ModelFolder:
         return self.path / TRAIN_LABELS_FILE
 
     @property
+    def calibration_survival_path(self) -> Path:
+        return self.path / CALIBRATION_SURVIVAL_FILE
+
+    @property
     def folds_dir(self) -> Path:
         return self.path / FOLDS_DIR
 
@@ -139,7 +144,22 @@ class ModelFolder:
         return pd.read_csv(self.train_features_path, dtype={"case_id": str}).set_index("case_id")
 
     def train_labels(self) -> pd.Series | None:
+        """The training labels by case id; None when absent or for a survival model (see :meth:`train_outcome`)."""
         if not self.train_labels_path.exists():
             return None
         table = pd.read_csv(self.train_labels_path, dtype=str)
-        return table.set_index("case_id")["label"]
+        return table.set_index("case_id")["label"] if "label" in table.columns else None
+
+    def train_outcome(self) -> pd.DataFrame | None:
+        """A survival model's training outcome: ``time`` (float) and ``event`` (0/1) by case id; None otherwise."""
+        if not self.train_labels_path.exists():
+            return None
+        table = pd.read_csv(self.train_labels_path, dtype={"case_id": str})
+        if not {"time", "event"} <= set(table.columns):
+            return None
+        return table.set_index("case_id")[["time", "event"]]
+
+    def calibration_survival(self) -> pd.DataFrame | None:
+        """calibration_survival.csv of a survival model (one row per model, cohort, horizon and risk tertile)."""
+        path = self.calibration_survival_path
+        return pd.read_csv(path) if path.exists() else None

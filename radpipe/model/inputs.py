@@ -662,6 +662,280 @@ def _as_float(X: pd.DataFrame, names: list[str], what: str) -> pd.DataFrame:
     return features.apply(pd.to_numeric, errors="coerce").replace([np.inf, -np.inf], np.nan).astype(float)
 
 
+# ---------------------------------------------------------------- time-to-event outcomes
+
+_EVENT_VALUES = {"0": False, "1": True, "0.0": False, "1.0": True, "false": False, "true": True}
+
+
+def survival_outcome(table: pd.DataFrame, time_column: str, event_column: str, *, source: str | None = None,
+                     what: str = "the outcome table") -> tuple[pd.Series, pd.Series]:
+    """The follow-up time (float) and event indicator (bool) of every row of ``table``, checked.
+
+    Refused, naming the cases: a missing time or event column, missing or non-numeric or negative times,
+    event values other than 0/1/True/False. Rows without a case id are ignored.
+
+    Examples
+    --------
+    >>> table = pd.DataFrame({"os_days": ["120", "300"], "os_event": ["1", "False"]}, index=["c1", "c2"])
+    >>> time, event = survival_outcome(table, "os_days", "os_event")
+    >>> time.tolist(), event.tolist()
+    ([120.0, 300.0], [True, False])
+    """
+    missing = [c for c in (time_column, event_column) if c not in table.columns]
+    if missing:
+        raise ConfigError(f"{what} has no column {_names(missing)} for the survival outcome (columns found: "
+                          f"{_shown(table.columns)}); set model.outcome.time / model.outcome.event (or --time / "
+                          "--event) to its time and event columns", file=source, key="model.outcome")
+    index = table.index.map(str)
+    raw_time = pd.Series(table[time_column].to_numpy(), index=index)
+    time = pd.to_numeric(raw_time, errors="coerce").astype(float)
+    problems = []
+    absent = time.index[raw_time.isna()]
+    if len(absent):
+        problems.append(f"{len(absent)} case(s) have no '{time_column}': {absent[:5].tolist()}")
+    text = time.index[raw_time.notna() & time.isna()]
+    if len(text):
+        problems.append(f"'{time_column}' is not a number for case(s) {text[:5].tolist()} "
+                        f"(e.g. {raw_time.loc[text[0]]!r})")
+    negative = time.index[time < 0]
+    if len(negative):
+        problems.append(f"'{time_column}' is negative for case(s) {negative[:5].tolist()} (e.g. "
+                        f"{time.loc[negative[0]]:g}): a follow-up time counts from the time origin")
+    infinite = time.index[np.isinf(time)]
+    if len(infinite):
+        problems.append(f"'{time_column}' is infinite for case(s) {infinite[:5].tolist()}")
+    raw_event = pd.Series(table[event_column].to_numpy(), index=index).map(
+        lambda v: None if v is None or (isinstance(v, float) and np.isnan(v)) else str(v).strip().lower())
+    event = raw_event.map(_EVENT_VALUES)
+    no_event = event.index[raw_event.isna()]
+    if len(no_event):
+        problems.append(f"{len(no_event)} case(s) have no '{event_column}': {no_event[:5].tolist()}")
+    bad = event.index[raw_event.notna() & event.isna()]
+    if len(bad):
+        problems.append(f"'{event_column}' must be 0/1 or False/True (1/True: the event happened, 0/False: "
+                        f"censored), but case(s) {bad[:5].tolist()} have {sorted(set(raw_event.loc[bad]))[:5]}")
+    if problems:
+        raise ConfigError(f"{what} cannot be a survival outcome: " + "; ".join(problems), file=source,
+                          key="model.outcome")
+    return time, event.astype(bool)
+
+
+def _check_events(event: pd.Series, settings: ModelSettings, *, source: str | None = None) -> FoldPlan:
+    """Fold counts that fit the events and censored cases (the outer folds are stratified on the event)."""
+    n_events = int(event.sum())
+    if n_events == 0:
+        raise ConfigError(f"no case had the event ('{settings.outcome.event}' is 0/False for all {len(event)} "
+                          "cases): a survival model needs events to learn from", file=source, key="model.outcome")
+    counts = {"events": n_events, "censored": int(len(event) - n_events)}
+    if counts["censored"] == 0:
+        counts.pop("censored")  # nothing censored: stratification has one stratum, folds need only the events
+    return plan_folds(counts, settings)
+
+
+@dataclass
+class SurvivalInputs:
+    """Checked inputs of a survival model: features, follow-up times and event indicators per case.
+
+    Attributes are those of :class:`ModelInputs` with ``time`` (float) and ``event`` (bool) in place of
+    ``y`` and ``classes``; ``horizons`` are the recipe's or the default quartiles of the event times.
+    """
+
+    X: pd.DataFrame
+    time: pd.Series
+    event: pd.Series
+    settings: ModelSettings
+    folds: FoldPlan
+    horizons: list[float]
+    groups: pd.Series | None = None
+    batches: pd.Series | None = None
+    dropped: dict[str, str] = field(default_factory=dict)
+    n_unlabelled: int = 0
+
+    classes = ()  # a survival outcome has no classes
+
+    @property
+    def group_array(self) -> np.ndarray | None:
+        return None if self.groups is None else self.groups.to_numpy()
+
+    @property
+    def feature_names(self) -> list[str]:
+        return [str(c) for c in self.X.columns if c != self.batch_column]
+
+    @property
+    def batch_column(self) -> str | None:
+        return self.settings.batch_column if self.batches is not None else None
+
+    @property
+    def y(self) -> pd.Series:
+        """The event indicator as 0/1 text, for code that shows an outcome per case."""
+        return self.event.astype(int).astype(str)
+
+    def notes(self, *, folds: bool = True) -> list[str]:
+        notes = []
+        if folds and self.folds.reduced:
+            notes.append(self.folds.describe())
+        if self.n_unlabelled:
+            notes.append(f"{self.n_unlabelled} case(s) of the feature table have no survival outcome and are left out")
+        if self.dropped:
+            shown = ", ".join(f"{name} ({why})" for name, why in list(self.dropped.items())[:5])
+            more = f" and {len(self.dropped) - 5} more" if len(self.dropped) > 5 else ""
+            notes.append(f"{len(self.dropped)} feature(s) left out before modelling: {shown}{more}")
+        return notes
+
+    def __repr__(self) -> str:
+        n_events = int(self.event.sum())
+        return (f"SurvivalInputs({len(self.X)} cases x {len(self.feature_names)} features, {n_events} events "
+                f"({1 - n_events / len(self.X):.0%} censored), horizons {[round(h, 1) for h in self.horizons]}, "
+                f"folds {self.folds.outer} outer x {self.folds.inner} inner)")
+
+
+def survival_training_inputs(features: pd.DataFrame, outcomes: pd.DataFrame, settings: ModelSettings, *,
+                             groups: pd.Series | None = None, source: str | None = None) -> SurvivalInputs:
+    """Check a feature table and a survival outcome table (``settings.outcome`` names its columns) for training.
+
+    Refused before any model is fitted: the outcome's time/event columns inside the feature table (they
+    would become covariates), bad times or events (see :func:`survival_outcome`), no events, and fewer
+    events than the folds need (fold counts are reduced to fit the events, as for the smallest class).
+
+    Examples
+    --------
+    >>> X = pd.DataFrame({"f1": np.arange(12.0)}, index=pd.Index([f"c{i:02d}" for i in range(12)], name="case_id"))
+    >>> table = pd.DataFrame({"t": np.arange(1.0, 13.0), "e": [1, 0] * 6}, index=X.index)
+    >>> settings = ModelSettings(outcome={"type": "survival", "time": "t", "event": "e"})
+    >>> survival_training_inputs(X, table, settings).folds.outer
+    5
+    """
+    outcome = settings.outcome
+    if outcome is None:
+        raise ConfigError("survival_training_inputs needs settings.outcome (type: survival)", key="model.outcome")
+    X = _case_indexed(features, "the feature table")
+    leaked = [c for c in (outcome.time, outcome.event) if c in X.columns]
+    if leaked:
+        raise ConfigError(f"the feature table holds the survival outcome column(s) {leaked}: the outcome must never "
+                          "be a covariate; keep it in the outcome table only", key="model.outcome")
+    table = outcomes.copy()
+    table.index = table.index.map(str)
+    time, event = survival_outcome(table, outcome.time, outcome.event, source=source)
+    batches = None
+    if settings.harmonise:
+        column = settings.batch_column
+        if column in table.columns:
+            batches = table[column].reindex(X.index)
+        elif column in X.columns:
+            batches = X.pop(column)
+        else:
+            raise ConfigError(f"no batch column '{column}' for harmonise: {settings.harmonise} in the outcome or "
+                              "feature table", file=source, key="model.batch_column")
+    labelled = [case for case in X.index if case in time.index]
+    if not labelled:
+        raise ConfigError(f"no case of the feature table has a survival outcome: its case ids (e.g. "
+                          f"{X.index[:3].tolist()}) and the outcome table's (e.g. {time.index[:3].tolist()}) do not "
+                          "match", file=source, key=CASE_ID)
+    n_unlabelled = len(X) - len(labelled)
+    X, time, event = X.loc[labelled], time.loc[labelled], event.loc[labelled]
+    X, dropped = _numeric_features(X)
+    X, dropped = _without_degenerate(X, dropped)
+    if groups is None and settings.group_column:
+        if settings.group_column not in table.columns:
+            raise ConfigError(f"no group column '{settings.group_column}' in the outcome table (columns found: "
+                              f"{_shown(table.columns)})", file=source, key="group_column")
+        groups = table[settings.group_column]
+    if groups is not None:
+        groups = groups.copy()
+        groups.index = groups.index.map(str)
+        groups = groups.reindex(X.index).map(batch_label)
+        if groups.isna().any():
+            raise ConfigError(f"{int(groups.isna().sum())} case(s) have no group, e.g. "
+                              f"{groups.index[groups.isna()][:5].tolist()}", file=source, key="group_column")
+        if not settings.group_column:
+            settings = settings.model_copy(update={"group_column": str(groups.name or "group")})
+    plan = _check_events(event, settings, source=source)
+    settings = plan.settings(settings)
+    if batches is not None:
+        batches = check_batches(batches.reindex(X.index), settings, plan=plan, y=event.astype(int).astype(str),
+                                file=source)
+        X[settings.batch_column] = batches.to_numpy()
+    horizons = _horizons(outcome, time, event, source)
+    return SurvivalInputs(X=X, time=time, event=event, settings=settings, folds=plan, horizons=horizons,
+                          groups=groups, batches=batches, dropped=dropped, n_unlabelled=n_unlabelled)
+
+
+def _horizons(outcome, time: pd.Series, event: pd.Series, source: str | None) -> list[float]:
+    from radpipe.model.survival import default_horizons
+
+    if outcome.horizons is None:
+        return default_horizons(event.to_numpy(), time.to_numpy())
+    late = [h for h in outcome.horizons if not time.min() <= h < time.max()]
+    if late:
+        raise ConfigError(f"model.outcome.horizons {late} lie outside the follow-up of the training cases "
+                          f"({time.min():g} to {time.max():g} {outcome.time_unit}, last excluded): survival there "
+                          "cannot be estimated", file=source, key="model.outcome.horizons")
+    return [float(h) for h in outcome.horizons]
+
+
+def survival_external_inputs(name: str, features: pd.DataFrame, outcomes: pd.DataFrame,
+                             inputs: SurvivalInputs) -> tuple[pd.DataFrame, pd.Series, pd.Series]:
+    """An external cohort's (X, time, event) in the training columns' order, checked against ``inputs``."""
+    outcome = inputs.settings.outcome
+    table = outcomes.copy()
+    table.index = table.index.map(str)
+    time, event = survival_outcome(table, outcome.time, outcome.event, what=f"external cohort '{name}'")
+    Xe = _case_indexed(features, f"external cohort '{name}'")
+    column = inputs.batch_column
+    if column is not None and column not in Xe.columns and column in table.columns:
+        Xe[column] = table[column].reindex(Xe.index)
+    missing = [c for c in inputs.feature_names if c not in Xe.columns]
+    if missing:
+        raise ConfigError(f"external cohort '{name}' lacks {len(missing)} feature column(s) the models were "
+                          f"trained on, e.g. {missing[:10]}: extract it with the training cohort's settings")
+    Xe = Xe.loc[[case for case in Xe.index if case in time.index]]
+    if Xe.empty:
+        raise ConfigError(f"no case of external cohort '{name}' has both features and a survival outcome")
+    out = _as_float(Xe, inputs.feature_names, f"external cohort '{name}'")
+    if column is not None:
+        values = check_batches(Xe[column], inputs.settings, name=f"external cohort '{name}'")
+        _check_known_batches(values, sorted(set(inputs.batches)), column, f"external cohort '{name}'")
+        out[column] = values.to_numpy()
+    return out[list(inputs.X.columns)], time.loc[Xe.index], event.loc[Xe.index]
+
+
+def check_survival_recipe_inputs(cohort: Cohort, settings: ModelSettings, *,
+                                 external: Mapping[str, Cohort] | None = None) -> RecipeInputs:
+    """:func:`check_recipe_inputs` for a survival outcome: the outcome table (the dataset's ``labels`` file) and
+    its time and event columns, events enough for the folds, group and batch columns, external cohorts."""
+    from radpipe.model.survival import require_survival
+
+    require_survival()
+    file = _labels_file(cohort)
+    if cohort.clinical.empty:
+        raise ConfigError(f"dataset '{cohort.name}' has no outcome table ({file or 'labels: none'}): a survival "
+                          "outcome needs a table with case_id and the time and event columns (labels: survival.csv)",
+                          file=file, key="labels")
+    table = cohort.clinical.copy()
+    table.index = table.index.map(str)
+    table.index.name = CASE_ID
+    time, event = survival_outcome(table, settings.outcome.time, settings.outcome.event, source=file)
+    cases = {case.case_id for case in cohort.cases}
+    event = event.loc[[c for c in event.index if c in cases]] if cases else event
+    if settings.group_column is None and cohort.spec.group_column:
+        settings = settings.model_copy(update={"group_column": cohort.spec.group_column})
+    if settings.group_column and settings.group_column not in table.columns:
+        raise ConfigError(f"no group column '{settings.group_column}' in the outcome table of dataset "
+                          f"'{cohort.name}' (columns found: {_shown(table.columns)})", file=file, key="group_column")
+    requested = settings
+    plan = _check_events(event, settings, source=file)
+    settings = plan.settings(settings)
+    outside = {}
+    for name, ext in (external or {}).items():
+        ext_table = ext.clinical.copy()
+        ext_table.index = ext_table.index.map(str)
+        ext_table.index.name = CASE_ID
+        survival_outcome(ext_table, settings.outcome.time, settings.outcome.event, source=_labels_file(ext),
+                         what=f"the outcome table of dataset '{name}'")
+        outside[name] = ext_table
+    return RecipeInputs(settings, requested, [], plan, table, settings.outcome.time, outside)
+
+
 # ---------------------------------------------------------------- a saved model's inputs
 
 

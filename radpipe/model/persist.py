@@ -52,6 +52,11 @@ class LoadedModel:
         return len(self.card.get("classes", [])) > 2
 
     @property
+    def is_survival(self) -> bool:
+        """A time-to-event model: ``pipeline.predict`` is a risk score, the card has horizons and a risk cut-off."""
+        return self.card.get("outcome_type") == "survival"
+
+    @property
     def batch_column(self) -> str | None:
         """The column with each case's batch (scanner, centre) a ComBat-harmonised model reads; None otherwise.
 
@@ -140,9 +145,59 @@ def _fmt(value: Any) -> str:
     return str(value)
 
 
+def _survival_card_lines(card: dict) -> list[str]:
+    outcome = card.get("outcome") or {}
+    unit = outcome.get("time_unit", "")
+    horizons = ", ".join(f"{h:g} {unit}" for h in card.get("horizons", []))
+    metrics = card.get("metrics") or {}
+    lines = [
+        "## Outcome and data",
+        f"- Outcome: time to event (survival); time column `{outcome.get('time')}` ({unit}), event column "
+        f"`{outcome.get('event')}` (1 = event, 0 = censored)",
+        f"- Training cases: {card.get('n_cases', 'NA')}; events: {card.get('n_events', 'NA')}; censored: "
+        f"{_fmt(100 * card.get('censoring_fraction', float('nan')))}%",
+        f"- Horizons: {horizons}",
+        f"- Risk cut-off (frozen; high risk above it): {_fmt(card.get('risk_cutoff', float('nan')))} — "
+        f"{card.get('risk_cutoff_rule', '')}",
+        f"- Input features: {len(card.get('feature_names', []))}; features the estimator sees: "
+        f"{len(card.get('selected_features', []))}",
+        "", "## Pipeline", "```", str(card.get("pipeline_steps", "")), "```",
+        f"Best hyper-parameters: `{json.dumps(card.get('best_params', {}), default=str)}`", "",
+        "## Validation",
+    ]
+    lines += [f"- {key}: {value}" for key, value in card.get("cv", {}).items() if value is not None]
+    if metrics:
+        lines += ["", "## Performance (out-of-fold, nested CV; 95% bootstrap CI)", "",
+                  "| metric | value | 95% CI |", "| --- | --- | --- |"]
+        for name in ("c_harrell", "c_uno", "hazard_ratio"):
+            if name in metrics:
+                lines.append(f"| {name} | {_fmt(metrics[name])} | "
+                             f"{_fmt(metrics.get(name + '_ci_low'))}–{_fmt(metrics.get(name + '_ci_high'))} |")
+        for name in [k for k in metrics if k.startswith("td_auc_")] + ["ibs", "ibs_null", "logrank_p"]:
+            if name in metrics:
+                lines.append(f"| {name} | {_fmt(metrics[name])} | |")
+    for cohort, row in (card.get("external_metrics") or {}).items():
+        lines += ["", f"External cohort **{cohort}**: n={row.get('n')}, events {row.get('n_events')}, Harrell's C "
+                  f"{_fmt(row.get('c_harrell'))} ({_fmt(row.get('c_harrell_ci_low'))}–"
+                  f"{_fmt(row.get('c_harrell_ci_high'))}), log-rank p {_fmt(row.get('logrank_p'))} at the frozen "
+                  "cut-off"]
+    return lines
+
+
 def render_model_card(card: dict) -> str:
     """The model card as Markdown: what the model is, the data it saw, how it was validated and how it scored."""
     lines = [f"# Model card: {card.get('model_name', 'model')}", ""]
+    if card.get("outcome_type") == "survival":
+        if card.get("is_best") is not None:
+            lines += [f"Best model of the comparison: {'yes' if card['is_best'] else 'no'}", ""]
+        lines += _survival_card_lines(card)
+        for title, key in _CARD_SECTIONS:
+            if card.get(key):
+                lines += ["", f"## {title}", str(card[key])]
+        lines += ["", "## Selected features", ""] + [f"- `{name}`" for name in card.get("selected_features", [])]
+        versions = card.get("versions") or software_versions()
+        lines += ["", "## Software", ", ".join(f"{k} {v}" for k, v in versions.items()), ""]
+        return "\n".join(lines)
     if card.get("is_best") is not None:
         lines += [f"Best model of the comparison: {'yes' if card['is_best'] else 'no'}", ""]
     classes = card.get("classes", [])

@@ -14,11 +14,16 @@ def predict(loaded: LoadedModel, X: pd.DataFrame) -> pd.DataFrame:
     """Positive-class probability and predicted class (at the card's threshold) per case.
 
     Returns columns ``case_id, y_prob, predicted`` (``predicted`` is a class label from the card).
+    For a survival model: ``case_id, risk, surv_<h>…, risk_group`` (the card's horizons and frozen cut-off).
     For a multi-class model: ``case_id``, one ``y_prob_<class>`` per class (they sum to 1) and
     ``predicted``, the most probable class.
     Extra columns in X are ignored; missing ones raise :class:`radpipe.errors.ConfigError`.
     """
     features = features_for_model(loaded, X)
+    if loaded.is_survival:
+        from radpipe.model.survival import predict_survival
+
+        return predict_survival(loaded, features)
     if loaded.is_multiclass:
         proba = loaded.pipeline.predict_proba(features)
         classes = loaded.classes
@@ -41,6 +46,11 @@ def evaluate(loaded: LoadedModel, X: pd.DataFrame, y: pd.Series, n_boot: int = 1
 
     A multi-class model gets the multi-class columns (macro and per-class one-vs-rest AUC, ...).
     """
+    if loaded.is_survival:
+        from radpipe.errors import ConfigError
+
+        raise ConfigError("evaluate scores classifiers; a survival model's external cohorts are scored by "
+                          "`radpipe run` with the cohort listed under external: (frozen model and cut-off)")
     features = features_for_model(loaded, X)
     labels = labels_for_model(loaded, features.index, y)
     classes = loaded.classes

@@ -10,10 +10,34 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+#: estimators of a time-to-event outcome (scikit-survival, the ``radpipe[survival]`` extra)
+SURVIVAL_MODEL_NAMES = ("coxnet", "rsf", "gbsa")
 MODEL_NAMES = (
     "svm", "svm_linear", "logreg", "rf", "extra_trees", "xgb", "adaboost", "gbm", "voting", "stacking",
+    *SURVIVAL_MODEL_NAMES,
 )
 ENSEMBLE_NAMES = ("voting", "stacking")
+
+
+class SurvivalOutcome(BaseModel):
+    """A time-to-event outcome: ``model.outcome: {type: survival, time: os_days, event: os_event}``."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    type: Literal["survival"] = Field(description="The outcome kind; 'survival' is a time-to-event outcome.")
+    time: str = Field(description="Column of the outcome table with the follow-up time (event or censoring).")
+    event: str = Field(description="Column with the event indicator: 1/True = the event happened, 0/False = censored.")
+    horizons: list[float] | None = Field(
+        None, description="Times at which survival, time-dependent AUC and calibration are reported (in time_unit); "
+        "default: the 25th, 50th and 75th percentiles of the event times.")
+    time_unit: str = Field("days", description="Unit of the time column, written on the model card.")
+
+    @field_validator("horizons")
+    @classmethod
+    def _positive(cls, values: list[float] | None) -> list[float] | None:
+        if values is not None and (not values or any(v <= 0 for v in values)):
+            raise ValueError("horizons must be a non-empty list of positive times, e.g. [365, 730]")
+        return sorted(values) if values else values
 
 
 class ModelSettings(BaseModel):
@@ -85,6 +109,11 @@ class ModelSettings(BaseModel):
     threshold_method: Literal["youden", "fixed"] = Field(
         "youden", description="How the decision threshold is chosen on training data: Youden's J, or 0.5."
     )
+    outcome: SurvivalOutcome | None = Field(
+        None, description="A time-to-event outcome ({type: survival, time: COLUMN, event: COLUMN, horizons: [..]}); "
+        "unset: the outcome is the label column (binary or multi-class). A survival outcome's models default to "
+        "coxnet, rsf and gbsa."
+    )
 
     @field_validator("models", "ensemble_members")
     @classmethod
@@ -96,8 +125,18 @@ class ModelSettings(BaseModel):
             raise ValueError(f"model names repeat in {names}")
         return names
 
+    @property
+    def is_survival(self) -> bool:
+        return self.outcome is not None
+
     @model_validator(mode="after")
     def _check(self) -> ModelSettings:
+        if self.is_survival:
+            self._check_survival()
+        elif any(name in SURVIVAL_MODEL_NAMES for name in self.models):
+            survival = [name for name in self.models if name in SURVIVAL_MODEL_NAMES]
+            raise ValueError(f"{survival} model a time-to-event outcome: declare it with outcome: {{type: survival, "
+                             "time: COLUMN, event: COLUMN}, or choose classifiers such as [logreg, rf]")
         if not self.models:
             raise ValueError("models is empty: name at least one model, e.g. ['svm', 'rf', 'xgb']")
         nested = [name for name in self.ensemble_members if name in ENSEMBLE_NAMES]
@@ -115,6 +154,23 @@ class ModelSettings(BaseModel):
             raise ValueError(f"group_column and batch_column are both {self.batch_column!r}: grouped CV would hold "
                              "whole batches out of training, and ComBat cannot harmonise a batch it was not fitted on")
         return self
+
+    def _check_survival(self) -> None:
+        if "models" not in self.model_fields_set:
+            self.models = list(SURVIVAL_MODEL_NAMES)
+        wrong = [name for name in self.models if name not in SURVIVAL_MODEL_NAMES]
+        if wrong:
+            raise ValueError(f"models {wrong} are classifiers; a survival outcome takes "
+                             f"{list(SURVIVAL_MODEL_NAMES)} (penalised Cox, random survival forest, gradient-boosted "
+                             "survival)")
+        if self.positive_class is not None:
+            raise ValueError("positive_class applies to a binary outcome, not to a survival outcome: remove it")
+        if self.rebalance is not None:
+            raise ValueError("rebalance resamples classes and does not apply to a survival outcome: remove it")
+        if self.selection == "mrmr":
+            raise ValueError("selection 'mrmr' ranks by a classifier's F statistic; a survival outcome takes "
+                             "'univariate' (each feature's concordance with survival), 'lasso' (the order features "
+                             "enter a CoxNet path) or 'none'")
 
     def base_models(self) -> list[str]:
         """Non-ensemble families to tune: the requested ones plus the members any ensemble needs."""
@@ -134,6 +190,9 @@ class ModelSettings(BaseModel):
         """
         strata = (" on outcome x batch (on the outcome alone when an outcome x batch stratum has fewer cases "
                   "than folds)") if self.harmonise else ""
+        if self.is_survival:
+            scoring = "Harrell's concordance index"
+            strata = " on the event indicator" + (" x batch" if self.harmonise else "")
         return {
             "outer": f"{'StratifiedGroupKFold' if self.group_column else 'RepeatedStratifiedKFold'}"
             f"({self.outer_folds} folds x {self.outer_repeats} repeats)" + (f", stratified{strata}" if strata else ""),
@@ -153,6 +212,6 @@ class ModelSettings(BaseModel):
             "correlation_threshold": self.correlation_threshold,
             "selection": self.selection,
             "select_k": self.select_k_grid or self.select_k,
-            "threshold_method": self.threshold_method,
+            "threshold_method": None if self.is_survival else self.threshold_method,
             "bootstrap": self.bootstrap,
         }

@@ -86,6 +86,9 @@ class TrainResult:
 
     def __repr__(self) -> str:
         cv = self.metrics[self.metrics["cohort"] == "cv"].set_index("model")
+        if "c_harrell" in cv.columns:  # a survival outcome
+            cs = ", ".join(f"{m}={cv.loc[m, 'c_harrell']:.3f}" for m in cv.index)
+            return f"TrainResult(best={self.best_model!r}, cv Harrell's C: {cs}, out_dir={str(self.out_dir)!r})"
         aucs = ", ".join(f"{m}={cv.loc[m, 'auc']:.3f}" for m in cv.index)
         return f"TrainResult(best={self.best_model!r}, cv AUC: {aucs}, out_dir={str(self.out_dir)!r})"
 

@@ -32,13 +32,17 @@ from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import FunctionTransformer, StandardScaler
 from sklearn.svm import SVC
 
-from radpipe.model.settings import ENSEMBLE_NAMES, ModelSettings
+from radpipe.model.settings import ENSEMBLE_NAMES, SURVIVAL_MODEL_NAMES, ModelSettings
 from radpipe.model.transformers import ComBatHarmoniser, CorrelationFilter, FeatureSelector
 
 _PREFIX = "clf__"
 
 
 def _estimator(name: str, settings: ModelSettings) -> Any:
+    if name in SURVIVAL_MODEL_NAMES:
+        from radpipe.model.survival import survival_estimator
+
+        return survival_estimator(name, settings)
     seed, weight = settings.seed, settings.class_weight
     if name == "svm":
         return CalibratedClassifierCV(SVC(kernel="rbf", class_weight=weight), method="sigmoid",
@@ -116,18 +120,22 @@ def preprocessing_steps(settings: ModelSettings) -> list[tuple[str, Any]]:
     steps: list[tuple[str, Any]] = [("impute", _imputer(settings))]
     if settings.harmonise:
         steps.append(("harmonise", ComBatHarmoniser(batch_column=settings.batch_column)))
+    decorrelate, select = CorrelationFilter, FeatureSelector
+    if settings.is_survival:  # features ranked by their relation to survival, never by a classifier's F test
+        from radpipe.model.survival import SurvivalCorrelationFilter as decorrelate
+        from radpipe.model.survival import SurvivalSelector as select
     steps += [
         ("variance", VarianceThreshold(settings.variance_threshold)
          if settings.variance_threshold is not None else "passthrough"),
         ("scale", StandardScaler()),
-        ("decorrelate", CorrelationFilter(settings.correlation_threshold)
+        ("decorrelate", decorrelate(settings.correlation_threshold)
          if settings.correlation_threshold is not None else "passthrough"),
     ]
     if settings.rebalance:
         # resampling acts in fit only (transform and predict skip it), on scaled, decorrelated features
         # where SMOTE's nearest neighbours mean something; before select, so pipeline[:-1] ends in a transformer
         steps.append(("rebalance", _sampler(settings)))
-    steps.append(("select", FeatureSelector(method=settings.selection, k=settings.select_k)
+    steps.append(("select", select(method=settings.selection, k=settings.select_k)
                   if settings.selection != "none" else "passthrough"))
     return steps
 
@@ -151,6 +159,10 @@ def build_pipeline(name: str, settings: ModelSettings) -> Pipeline:
 def search_space(name: str, settings: ModelSettings) -> dict[str, Any]:
     """Grid (``search='grid'``) or distributions (``search='random'``) keyed by Pipeline parameter names."""
     source = _GRIDS if settings.search == "grid" else _DISTRIBUTIONS
+    if name in SURVIVAL_MODEL_NAMES:
+        from radpipe.model.survival import SURVIVAL_GRIDS, survival_distributions
+
+        source = SURVIVAL_GRIDS if settings.search == "grid" else survival_distributions()
     space = {_PREFIX + key: value for key, value in source[name].items()}
     if settings.select_k_grid and settings.selection != "none":
         space["select__k"] = list(settings.select_k_grid)
