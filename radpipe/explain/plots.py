@@ -414,7 +414,7 @@ def _direction_hints(ax, positive: str | None, negative: str | None, *, axis: st
 
 def beeswarm(shap: pd.DataFrame, values: pd.DataFrame, *, top: int = 15, seed: int = 42,
              display_names: Mapping[str, str] | None = None, positive: str | None = None,
-             negative: str | None = None) -> bytes:
+             negative: str | None = None, xlabel: str | None = None) -> bytes:
     """SHAP value of each case for the ``top`` features; colour = the case's feature value (rank in cohort).
 
     The feature value uses :data:`VALUE_CMAP` (no red or blue), so colour never competes with the direction
@@ -439,7 +439,7 @@ def beeswarm(shap: pd.DataFrame, values: pd.DataFrame, *, top: int = 15, seed: i
                   fontsize=FONT_SMALL)
     ax.tick_params(axis="x", labelsize=FONT_SMALL)
     target = f" of {positive}" if positive else ""
-    ax.set_xlabel(f"SHAP value (change in predicted probability{target})", fontsize=FONT)
+    ax.set_xlabel(xlabel or f"SHAP value (change in predicted probability{target})", fontsize=FONT)
     ax.spines[["top", "right"]].set_visible(False)
     _direction_hints(ax, positive, negative, axis="x")
     if sc is not None:
@@ -622,4 +622,170 @@ def dependence_by_class(name: str, x: pd.Series, shap_by_class: dict[str, pd.Ser
     ax.legend(fontsize=FONT, frameon=False, title="towards class", title_fontsize=FONT, markerscale=1.8,
               loc="lower left", bbox_to_anchor=(0, 1.0), ncol=2, alignment="left")
     _dependence_axes(ax, name, display_names, units)
+    return _png(fig)
+
+
+# ---------------------------------------------------------------- survival figures
+# :data:`POSITIVE` is the high-risk group (towards the event) and :data:`NEGATIVE` the low-risk group; curves
+# that show no direction (a patient's predicted survival, the whole cohort's Kaplan–Meier) are :data:`CURVE`/grey.
+
+RISK_COLOURS = {"high": POSITIVE, "low": NEGATIVE}
+
+
+def _time_ticks(ax, t_max: float) -> np.ndarray:
+    """About six round tick positions from 0 to ``t_max`` on the time axis, as plain numbers."""
+    ax.set_xlim(0, t_max * 1.02 if t_max > 0 else 1)
+    ax.xaxis.set_major_locator(MaxNLocator(nbins=6, integer=True, min_n_ticks=4))
+    _plain_ticks(ax.xaxis)
+    ticks = [t for t in ax.get_xticks() if 0 <= t <= t_max * 1.02]
+    return np.asarray(ticks, dtype=float)
+
+
+def kaplan_meier(time, event) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Kaplan–Meier estimate (scikit-survival) as step points from time 0: times, survival, 95% log-log band.
+
+    >>> t, s, lo, hi = kaplan_meier([2, 3, 3, 5], [1, 1, 0, 1])
+    >>> t.tolist(), s.round(3).tolist()
+    ([0.0, 2.0, 3.0, 5.0], [1.0, 0.75, 0.5, 0.0])
+    """
+    from sksurv.nonparametric import kaplan_meier_estimator
+
+    time, event = np.asarray(time, dtype=float), np.asarray(event, dtype=bool)
+    if not event.any():  # no event: the curve stays at 1 and has no band
+        return np.array([0.0, time.max()]), np.ones(2), np.ones(2), np.ones(2)
+    t, s, ci = kaplan_meier_estimator(event, time, conf_type="log-log")
+    ci = np.nan_to_num(ci, nan=0.0)
+    return (np.r_[0.0, t], np.r_[1.0, s], np.r_[1.0, ci[0]], np.r_[1.0, ci[1]])
+
+
+def kaplan_meier_groups(time, event, group, *, time_unit: str = "days", order=("low", "high"),
+                        labels: Mapping[str, str] | None = None, horizons=()) -> bytes:
+    """Kaplan–Meier curves (95% log-log band) of each risk group with the number at risk below the axis.
+
+    ``group`` holds each case's group (``"low"``/``"high"``); groups are drawn in ``order`` with
+    :data:`RISK_COLOURS` and named by ``labels``. The table under the plot counts, at each tick, the cases of each
+    group still followed (time ≥ tick), the usual number at risk. Dotted lines mark ``horizons``; ticks on the
+    curves are censored cases.
+    """
+    time, event = np.asarray(time, dtype=float), np.asarray(event, dtype=bool)
+    group = np.asarray(group, dtype=object)
+    present = [g for g in order if (group == g).any()]
+    rows = len(present)
+    fig = Figure(figsize=(7.2, 4.4 + 0.28 * rows))
+    bottom = (0.55 + 0.28 * rows + 0.3) / (4.4 + 0.28 * rows)
+    ax = fig.add_axes((0.14, bottom, 0.82, 0.93 - bottom))
+    for g in present:
+        sel = group == g
+        t, s, lo, hi = kaplan_meier(time[sel], event[sel])
+        colour = RISK_COLOURS.get(str(g), CURVE)
+        ax.step(t, s, where="post", color=colour, lw=1.8,
+                label=f"{(labels or {}).get(g, g)} (n={int(sel.sum())}, {int(event[sel].sum())} events)")
+        ax.fill_between(t, lo, hi, step="post", color=colour, alpha=0.15, lw=0)
+        censored = time[sel & ~event]
+        if censored.size:  # censoring marks at the curve's height
+            at = s[np.clip(np.searchsorted(t, censored, side="right") - 1, 0, len(s) - 1)]
+            ax.plot(censored, at, "|", color=colour, ms=7, mew=1.2)
+    for h in horizons:
+        ax.axvline(float(h), color=GREY, lw=0.8, ls=":")
+    ticks = _time_ticks(ax, float(time.max()) if len(time) else 1.0)
+    ax.set_ylim(0, 1.03)
+    ax.set_ylabel("survival probability", fontsize=FONT)
+    ax.set_xlabel(f"time ({time_unit})", fontsize=FONT)
+    ax.tick_params(labelsize=FONT_SMALL)
+    ax.legend(loc="lower left", bbox_to_anchor=(0, 1.0), ncol=2, fontsize=FONT_SMALL, frameon=False)
+    ax.spines[["top", "right"]].set_visible(False)
+    # number at risk: one row per group under the axis, aligned with the time ticks
+    height = 4.4 + 0.28 * rows
+    fig.text(0.01, (0.28 * rows + 0.3) / height, "number at risk", fontsize=FONT_SMALL, fontweight="bold")
+    to_fig = fig.transFigure.inverted()
+    for k, g in enumerate(present):
+        y = (0.28 * (rows - k) - 0.05) / height
+        sel = group == g
+        fig.text(0.01, y, str((labels or {}).get(g, g)), color=RISK_COLOURS.get(str(g), CURVE), fontsize=FONT_SMALL)
+        for tick in ticks:
+            x = to_fig.transform(ax.transData.transform((tick, 0)))[0]
+            fig.text(x, y, str(int((time[sel] >= tick).sum())), ha="center", fontsize=FONT_SMALL)
+    return _png(fig)
+
+
+def survival_curve(times, surv, km_time, km_surv, km_low=None, km_high=None, *, time_unit: str = "days",
+                   horizons=(), cv_points: Mapping[float, tuple[float, float, float]] | None = None,
+                   curve_label: str = "this patient (final model)", km_label: str = "cohort (Kaplan–Meier)") -> bytes:
+    """A patient's predicted survival curve (solid, :data:`CURVE`) over the cohort's Kaplan–Meier curve (grey,
+    with its 95% band).
+
+    ``cv_points`` maps a horizon to (mean, low, high) cross-validated survival, drawn as dots with range bars.
+    """
+    fig = Figure(figsize=(6.4, 3.9))
+    ax = fig.add_subplot()
+    km_time, km_surv = np.asarray(km_time, dtype=float), np.asarray(km_surv, dtype=float)
+    if km_low is not None and km_high is not None:
+        ax.fill_between(km_time, km_low, km_high, step="post", color=GREY, alpha=0.18, lw=0)
+    ax.step(km_time, km_surv, where="post", color=GREY, lw=1.6, label=km_label)
+    ax.step(np.asarray(times, dtype=float), np.asarray(surv, dtype=float), where="post", color=CURVE, lw=2.0,
+            label=curve_label)
+    for h in horizons:
+        ax.axvline(float(h), color=GREY, lw=0.8, ls=":")
+    if cv_points:
+        hs = np.array(list(cv_points), dtype=float)
+        mean, lo, hi = (np.array([cv_points[h][i] for h in cv_points], dtype=float) for i in range(3))
+        ax.errorbar(hs, mean, yerr=np.clip([mean - lo, hi - mean], 0, None), fmt="o", color="black", ms=5,
+                    capsize=3, lw=1.0, label="cross-validated, at the horizons")
+    _time_ticks(ax, float(max(np.max(km_time, initial=0), np.max(np.asarray(times, dtype=float), initial=0))))
+    ax.set_ylim(0, 1.03)
+    ax.set_xlabel(f"time ({time_unit})", fontsize=FONT)
+    ax.set_ylabel("survival probability", fontsize=FONT)
+    ax.tick_params(labelsize=FONT_SMALL)
+    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.2), ncol=2, fontsize=FONT_SMALL, frameon=False)
+    ax.spines[["top", "right"]].set_visible(False)
+    return _png(fig)
+
+
+def td_auc(horizons, curves: Mapping[str, list[float]], *, highlight: str | None = None,
+           time_unit: str = "days") -> bytes:
+    """Time-dependent (cumulative/dynamic) AUC of each model at each horizon; ``highlight`` is drawn bold, the
+    others thin and grey. The dashed line at 0.5 is chance."""
+    fig = Figure(figsize=(5.0, 3.6))
+    ax = fig.add_subplot()
+    hs = np.asarray(horizons, dtype=float)
+    for name, values in sorted(curves.items(), key=lambda kv: kv[0] == highlight):
+        values = np.asarray(values, dtype=float)  # a horizon without a value (NaN) leaves a gap
+        main = name == highlight or len(curves) == 1
+        ax.plot(hs, values, "o-", color=CURVE if main else "#aab7b8", lw=2.0 if main else 1.0, ms=5 if main else 3,
+                label=_short(name, 28), zorder=3 if main else 2)
+    ax.axhline(0.5, color=GREY, lw=0.8, ls="--")
+    ax.set_ylim(0.3, 1.0)
+    ax.set_xticks(hs, [_plain(h) for h in hs])
+    ax.set_xlabel(f"horizon ({time_unit})", fontsize=FONT)
+    ax.set_ylabel("time-dependent AUC", fontsize=FONT)
+    ax.tick_params(labelsize=FONT_SMALL)
+    ax.legend(fontsize=FONT_SMALL, frameon=False, loc="lower right")
+    ax.spines[["top", "right"]].set_visible(False)
+    return _png(fig)
+
+
+def survival_calibration(panels: list[tuple[str, np.ndarray, np.ndarray, np.ndarray, np.ndarray]]) -> bytes:
+    """Predicted against observed (Kaplan–Meier) survival per risk group, one panel per horizon.
+
+    ``panels`` holds (title, predicted, observed, observed low, observed high); the dashed diagonal is perfect
+    calibration. Points are :data:`CURVE`: a calibration group shows no direction.
+    """
+    n = max(1, len(panels))
+    fig = Figure(figsize=(2.9 * n + 0.6, 3.3))
+    for k, (title, pred, obs, lo, hi) in enumerate(panels):
+        ax = fig.add_subplot(1, n, k + 1)
+        pred, obs = np.asarray(pred, dtype=float), np.asarray(obs, dtype=float)
+        lo, hi = np.asarray(lo, dtype=float), np.asarray(hi, dtype=float)
+        ax.plot([0, 1], [0, 1], color=GREY, lw=0.8, ls="--")
+        yerr = np.clip(np.nan_to_num([obs - lo, hi - obs]), 0, None)
+        ax.errorbar(pred, obs, yerr=yerr, fmt="o-", color=CURVE, ms=4, lw=1.2, capsize=2)
+        ax.set_xlim(0, 1)
+        ax.set_ylim(0, 1)
+        ax.set_aspect("equal")
+        ax.set_title(title, fontsize=FONT)
+        ax.set_xlabel("predicted survival", fontsize=FONT_SMALL)
+        if k == 0:
+            ax.set_ylabel("observed (Kaplan–Meier)", fontsize=FONT_SMALL)
+        ax.tick_params(labelsize=FONT_SMALL)
+    fig.subplots_adjust(wspace=0.35)
     return _png(fig)
