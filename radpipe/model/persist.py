@@ -155,7 +155,7 @@ def _survival_card_lines(card: dict) -> list[str]:
         f"- Outcome: time to event (survival); time column `{outcome.get('time')}` ({unit}), event column "
         f"`{outcome.get('event')}` (1 = event, 0 = censored)",
         f"- Training cases: {card.get('n_cases', 'NA')}; events: {card.get('n_events', 'NA')}; censored: "
-        f"{_fmt(100 * card.get('censoring_fraction', float('nan')))}%",
+        f"{100 * card.get('censoring_fraction', float('nan')):.1f}%",
         f"- Horizons: {horizons}",
         f"- Risk cut-off (frozen; high risk above it): {_fmt(card.get('risk_cutoff', float('nan')))} — "
         f"{card.get('risk_cutoff_rule', '')}",
