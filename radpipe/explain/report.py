@@ -140,6 +140,10 @@ def explain(
     out_dir = Path(out_dir)
     model = load_model(Path(model_dir), trust=trust)
     folder = ModelFolder(model.path)
+    if model.card.get("outcome_type") == "survival":
+        return _explain_survival(model, folder, features, out_dir, labels=labels, images=images, patients=patients,
+                                 settings=settings, n_jobs=n_jobs, progress=progress, codebook=codebook,
+                                 started=started)
     view = ModelView.of(model)
     X = features_for_model(model, features)
     X_train = _training_features(folder, model, view.batch)
@@ -232,6 +236,26 @@ def explain(
 
 
 
+
+
+def _explain_survival(model, folder: ModelFolder, features, out_dir: Path, *, labels, images, patients, settings,
+                      n_jobs, progress, codebook, started: float) -> ExplainResult:
+    """A time-to-event model: the survival reports (``survival_report``), then summary.json and manifest.json."""
+    from radpipe.explain.survival_report import explain_survival
+
+    X = features_for_model(model, features)
+    X_train = _training_features(folder, model, model.batch_column)
+    train_note = "training features of the model folder"
+    if X_train is None:
+        X_train, train_note = X, "the explained cases (the model folder has no training features)"
+    page_cases = _page_cases(X.index, patients, settings.max_patients)
+    parts = explain_survival(model, folder, X, X_train, train_note, out_dir, labels=labels, images=images,
+                             page_cases=page_cases, file_names={c: _safe_name(c) for c in page_cases},
+                             settings=settings, n_jobs=n_jobs, progress=progress, codebook=_read_codebook(codebook))
+    parts["summary"]["elapsed_seconds"] = round(time.time() - started, 2)
+    atomic_write_text(out_dir / "summary.json", json.dumps(_jsonable(parts["summary"]), indent=2))
+    _write_manifest(out_dir, folder, X, settings, started, n_jobs)
+    return ExplainResult(**parts)
 
 
 def _lime(pipe, X_pages, X_train, values: Attributions, view: ModelView, final, settings, n_jobs) -> pd.DataFrame:
