@@ -294,3 +294,60 @@ def test_gbsg2_nested_c_index_per_model(tmp_path, capsys):
     # scikit-survival's documentation reports about 0.68 for a random survival forest on a held-out split
     assert 0.64 < cv["rsf"] < 0.72
     assert (cv > 0.62).all()
+
+
+def test_without_the_extra_classifiers_train_and_survival_names_the_install(monkeypatch, tmp_path):
+    import sys
+
+    from radpipe.model.survival import require_survival
+    from radpipe.model.train import train_models
+
+    for module in ("sksurv", "sksurv.metrics", "sksurv.linear_model"):
+        monkeypatch.setitem(sys.modules, module, None)  # as if scikit-survival were not installed
+    with pytest.raises(ConfigError, match=r'pip install "radpipe\[survival\]"'):
+        require_survival()
+    X, table = cohort(n=40)
+    y = table["e"].map({0: "censored", 1: "died"})
+    result = train_models(X, y, ModelSettings(models=["logreg"], positive_class="died", bootstrap=0), tmp_path)
+    assert 0.5 < result.metrics.loc[0, "auc"] <= 1.0
+
+
+def test_docstring_examples_run():
+    import doctest
+
+    import radpipe.model.survival as module
+
+    result = doctest.testmod(module, optionflags=doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE)
+    assert result.failed == 0 and result.attempted > 10, result
+
+
+@pytest.mark.realdata
+def test_sts_survival_recipe_validates(data_dir, monkeypatch):
+    from typer.testing import CliRunner
+
+    from radpipe.cli import app
+    from radpipe.config import REPO_ROOT
+
+    monkeypatch.setenv("RADPIPE_DATA", str(data_dir))
+    result = CliRunner().invoke(app, ["validate", str(REPO_ROOT / "pipelines" / "sts_pet_survival.yaml")])
+    assert result.exit_code == 0, result.output
+    survival = pd.read_csv(data_dir / "sts_pet" / "survival.csv")
+    assert f"{survival['os_event'].sum()} events, {(survival['os_event'] == 0).sum()} censored" in result.output
+
+
+@pytest.mark.realdata
+@pytest.mark.slow
+def test_sts_survival_recipe_runs(data_dir, monkeypatch, tmp_path):
+    from radpipe.config import REPO_ROOT, load_recipe
+    from radpipe.pipeline import run_recipe
+
+    monkeypatch.setenv("RADPIPE_DATA", str(data_dir))
+    path = REPO_ROOT / "pipelines" / "sts_pet_survival.yaml"
+    recipe = load_recipe(path)
+    recipe.model.bootstrap = 200
+    result = run_recipe(recipe, path.parent, tmp_path, explain=False)
+    cv = result.metrics.set_index("model")
+    assert list(cv.index) == ["coxnet", "rsf", "gbsa"] and (cv["n_events"] == 11).all()
+    assert ((cv["c_harrell_ci_low"] < cv["c_harrell"]) & (cv["c_harrell"] < cv["c_harrell_ci_high"])).all()
+    card = ModelFolder(tmp_path / "models").card()
+    assert card["horizons"] == [365.0, 730.0, 1095.0] and card["outcome"]["time"] == "os_days"
