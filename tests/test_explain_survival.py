@@ -31,7 +31,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 from test_explain import FEATURES, write_images  # noqa: E402
 
 from radpipe.explain import ExplainSettings, explain  # noqa: E402
-from radpipe.explain._format import plain_number  # noqa: E402
+from radpipe.explain.survival_report import time_text  # noqa: E402
 from radpipe.explain.survival_shap import compute_risk_shap  # noqa: E402
 from radpipe.model.folder import CALIBRATION_SURVIVAL_FILE  # noqa: E402
 from radpipe.model.persist import save_model  # noqa: E402
@@ -160,7 +160,7 @@ def test_patient_headline_is_the_out_of_fold_risk_of_predictions_csv(report):
         # follow-up is the case's own time and event
         time, event = rows["time"].iloc[0], rows["event"].iloc[0]
         follow = re.search(r'id="follow-up"[^>]*>(.*?)</div>', page, re.S).group(1)
-        assert follow.strip() == f"{'event' if event else 'censored'} at {plain_number(time)} days"
+        assert follow.strip() == f"{'event' if event else 'censored'} at {time_text(time)} days"
     external = result.patient_pages["ext_1"].read_text()
     assert 'data-source="external"' in external and "External case: risk score" in external
 
@@ -232,6 +232,21 @@ def test_patient_page_shows_survival_at_each_horizon(report):
     assert 'alt="Predicted survival curve of patient case_001' in page
 
 
+def test_a_final_model_that_uses_no_feature_is_said_so(tmp_path):
+    """A penalty strong enough to remove every feature: one risk for all, so no SHAP figures, and the pages say why."""
+    X, outcome = make_survival_cohort(n=30)
+    model_dir = make_survival_model_dir(
+        tmp_path, lambda: CoxnetSurvivalAnalysis(alphas=[5.0], fit_baseline_model=True), X, outcome, name="coxnet",
+        repeats=1)
+    result = explain(model_dir, X, tmp_path / "out", settings=SETTINGS, patients=["case_000"])
+    assert result.summary["constant_final_model"] and (result.shap.values == 0).all().all()
+    cohort = result.cohort_page.read_text()
+    assert 'id="constant-model"' in cohort and "SHAP beeswarm" not in cohort
+    page = result.patient_pages["case_000"].read_text()
+    assert 'id="constant-model"' in page and 'class="wf"' not in page
+    assert not re.search(r"\bnan\b|\bNone\b", _text(result.patient_pages["case_000"]))
+
+
 def test_permutation_shap_of_a_coxnet_model_adds_up():
     X, outcome = make_survival_cohort(n=30)
     y = Surv.from_arrays(outcome["os_event"].astype(bool), outcome["os_days"])
@@ -275,7 +290,8 @@ def test_survival_pages_render_in_chromium(report, tmp_path):
             browser.close()
 
 
-@pytest.mark.parametrize("module", ["radpipe.explain.survival_numbers", "radpipe.explain.survival_shap"])
+@pytest.mark.parametrize("module", ["radpipe.explain.survival_numbers", "radpipe.explain.survival_shap",
+                                    "radpipe.explain.survival_report"])
 def test_docstring_examples_run(module):
     import doctest
     import importlib

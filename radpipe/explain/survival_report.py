@@ -41,6 +41,16 @@ from radpipe.model.survival import horizon_label
 GROUP_LABELS = {"high": "high risk", "low": "low risk", "unknown": "unknown"}
 
 
+def time_text(v) -> str:
+    """A follow-up time or horizon as written in the data: whole numbers exactly, others to one decimal.
+
+    >>> time_text(1095.0), time_text(71.83), time_text(12000)
+    ('1,095', '71.8', '12,000')
+    """
+    v = float(v)
+    return f"{v:,.0f}" if v.is_integer() else f"{v:,.1f}"
+
+
 def explain_survival(model, folder: ModelFolder, X: pd.DataFrame, X_train: pd.DataFrame, train_note: str,
                      out_dir: Path, *, labels, images, page_cases: list[str], file_names: dict[str, str],
                      settings, n_jobs: int, progress, codebook: pd.DataFrame | None) -> dict:
@@ -56,6 +66,8 @@ def explain_survival(model, folder: ModelFolder, X: pd.DataFrame, X_train: pd.Da
     timings["shap"] = time.time() - started
     final = final_survival(model.pipeline, X, view, page_cases)
     additivity = float(np.max(np.abs(shap.base_value + shap.values.sum(axis=1) - final.risk))) if len(X) else 0.0
+    # e.g. a penalised Cox model whose penalty removed every feature: one score for all, nothing to attribute
+    constant = bool(len(X) > 1 and np.ptp(final.risk.to_numpy()) <= 1e-12 * max(1.0, float(final.risk.abs().max())))
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "figures" / "patients").mkdir(parents=True, exist_ok=True)
     write_csv(out_dir / "shap_values.csv", shap.to_frame())
@@ -83,12 +95,12 @@ def explain_survival(model, folder: ModelFolder, X: pd.DataFrame, X_train: pd.Da
         progress(0, len(page_cases))
     for k, c in enumerate(page_cases):
         rows.append(_patient_page(c, template, X, X_train, shap, view, final, heads[c], follow.get(c), km, oof,
-                                  images, settings, labels_of, file_names[c], pages_dir, out_dir))
+                                  images, settings, labels_of, file_names[c], pages_dir, out_dir, constant))
         if progress:
             progress(k + 1, len(page_cases))
     timings["patient_pages"] = time.time() - started - timings["shap"]
 
-    figs = _cohort_figures(X, shap, original, mean_abs, oof, metrics, folder, view, settings, labels_of)
+    figs = _cohort_figures(X, shap, original, mean_abs, oof, metrics, folder, view, settings, labels_of, constant)
     for key, png in figs.items():
         atomic_write_bytes(out_dir / "figures" / f"cohort_{key}.png", png)
     summary = {
@@ -99,7 +111,8 @@ def explain_survival(model, folder: ModelFolder, X: pd.DataFrame, X_train: pd.Da
         "additivity_max_error": additivity, "n_cases": int(len(X)), "n_patients": len(page_cases),
         "n_final_features": int(shap.values.shape[1]),
         "top_features": [{**parse_feature_name(n), "feature": n, "mean_abs_shap": float(mean_abs[n])} for n in top],
-        "metrics_cv": m, "lime": "not computed for survival models", "settings": settings.model_dump(),
+        "metrics_cv": m, "lime": "not computed for survival models", "constant_final_model": constant,
+        "settings": settings.model_dump(),
     }
     table_rows = [{"case_id": c, "file": file_names.get(c), **heads[c], "follow": follow.get(c),
                    "top_feature": original.loc[c].abs().idxmax() if original.shape[1] else ""} for c in X.index]
@@ -110,7 +123,7 @@ def explain_survival(model, folder: ModelFolder, X: pd.DataFrame, X_train: pd.Da
         names=labels_of.names, group_labels=GROUP_LABELS, source_text=SOURCE_TEXT, has_oof=len(oof) > 0,
         card=card_rows(model.card), card_md=folder.card_md(), notes=shap.notes, n_repeats=int(oof["repeats"].max())
         if len(oof) else 0, generated=_dt.datetime.now(_dt.UTC).strftime("%Y-%m-%d %H:%M UTC"),
-        versions=software_versions(), fmt=plain_number))
+        versions=software_versions(), fmt=plain_number, fmt_time=time_text, constant=constant))
     if rows:
         write_csv(out_dir / "patients.csv", pd.DataFrame(rows).set_index("case_id"))
     summary["files"] = sorted(str(p.relative_to(out_dir)) for p in out_dir.glob("*.csv"))
@@ -218,7 +231,7 @@ def _risk_waterfall(contrib: pd.Series, raw: pd.Series, base: float, risk: float
 
 
 def _patient_page(c, template, X, X_train, shap, view: SurvivalView, final, head, follow, km, oof, images, settings,
-                  labels_of, file_name: str, pages_dir: Path, out_dir: Path) -> dict:
+                  labels_of, file_name: str, pages_dir: Path, out_dir: Path, constant: bool) -> dict:
     mapping = original_name_map(shap.values.columns, view.names)
     contrib = shap.values.loc[c]
     raw = pd.Series({f: X.loc[c, mapping[f]] if mapping[f] in X.columns else shap.features.loc[c, f]
@@ -270,7 +283,8 @@ def _patient_page(c, template, X, X_train, shap, view: SurvivalView, final, head
         figs={k: b64(v) for k, v in figs.items()}, image_note=image_note, waterfall=waterfall, top=top,
         names=labels_of.names, units=labels_of.units, explainer=shap.explainer, notes=shap.notes,
         settings=settings.model_dump(), group_labels=GROUP_LABELS, curve_note=final.note,
-        up=[t for t in top if t["shap"] > 0][:3], down=[t for t in top if t["shap"] < 0][:3], fmt=plain_number)
+        up=[t for t in top if t["shap"] > 0][:3], down=[t for t in top if t["shap"] < 0][:3], fmt=plain_number,
+        fmt_time=time_text, constant=constant)
     atomic_write_text(pages_dir / f"{file_name}.html", html)
     return {"case_id": c, "risk": head["risk"], "risk_source": head["source"], "risk_low": head["low"],
             "risk_high": head["high"], "risk_group": head["group"], "high_risk_repeats": head["high_calls"],
@@ -282,7 +296,7 @@ def _patient_page(c, template, X, X_train, shap, view: SurvivalView, final, head
 
 
 def _cohort_figures(X, shap, original, mean_abs, oof, metrics, folder, view: SurvivalView, settings,
-                    labels_of) -> dict[str, bytes]:
+                    labels_of, constant: bool) -> dict[str, bytes]:
     figs: dict[str, bytes] = {}
     if len(oof) and oof["time"].notna().all():
         figs["km_groups"] = plots.kaplan_meier_groups(
@@ -301,14 +315,14 @@ def _cohort_figures(X, shap, original, mean_abs, oof, metrics, folder, view: Sur
     panels = _calibration_panels(cal, view)
     if panels:
         figs["calibration"] = plots.survival_calibration(panels)
-    if len(X):
+    if len(X) and not constant:
         raw = X[view.names].apply(pd.to_numeric, errors="coerce")
         shown_f = [n for n in mean_abs.index[:15] if mean_abs[n] > 0] or list(mean_abs.index[:15])
         figs["beeswarm"] = plots.beeswarm(original[shown_f], raw.reindex(columns=shown_f), top=15,
                                           seed=settings.seed, positive="higher risk", negative="lower risk",
                                           display_names=labels_of.names,
                                           xlabel="SHAP value (change in the risk score)")
-        figs["mean_abs"] = plots.magnitude_bars(mean_abs.head(settings.top_features),
+        figs["mean_abs"] = plots.magnitude_bars(mean_abs[mean_abs > 0].head(settings.top_features),
                                                 xlabel="mean |SHAP value| (risk score)",
                                                 display_names=labels_of.names)
     return figs
@@ -327,7 +341,7 @@ def _calibration_panels(cal: pd.DataFrame | None, view: SurvivalView):
         if part.empty:
             continue
         obs = part["observed_survival"].to_numpy(float)
-        panels.append((f"at {plain_number(h)} {view.time_unit}", part["predicted_survival"].to_numpy(float), obs,
+        panels.append((f"at {time_text(h)} {view.time_unit}", part["predicted_survival"].to_numpy(float), obs,
                        part.get("observed_ci_low", part["observed_survival"]).to_numpy(float),
                        part.get("observed_ci_high", part["observed_survival"]).to_numpy(float)))
     return panels

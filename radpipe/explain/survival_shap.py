@@ -52,7 +52,8 @@ def compute_risk_shap(pipeline, X: pd.DataFrame, X_train: pd.DataFrame, *, expla
     est = final_estimator(pipeline)
     Xt, Xt_train = final_features(pipeline, X), final_features(pipeline, X_train)
     notes: list[str] = []
-    if explainer in ("auto", "tree"):
+    tree_like = any(k in type(est).__name__ for k in ("Forest", "Tree", "Boosting"))
+    if explainer == "tree" or (explainer == "auto" and tree_like):
         tree = _tree_shap(est, Xt, sample_background(Xt_train, background, seed))
         if tree is not None:
             values, base = tree
