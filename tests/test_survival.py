@@ -351,3 +351,21 @@ def test_sts_survival_recipe_runs(data_dir, monkeypatch, tmp_path):
     assert ((cv["c_harrell_ci_low"] < cv["c_harrell"]) & (cv["c_harrell"] < cv["c_harrell_ci_high"])).all()
     card = ModelFolder(tmp_path / "models").card()
     assert card["horizons"] == [365.0, 730.0, 1095.0] and card["outcome"]["time"] == "os_days"
+
+
+@pytest.mark.realdata
+def test_sts_survival_recipe_with_a_misspelt_event_column_exits_2(data_dir, monkeypatch, tmp_path):
+    from typer.testing import CliRunner
+
+    from radpipe.cli import app
+    from radpipe.config import REPO_ROOT
+
+    monkeypatch.setenv("RADPIPE_DATA", str(data_dir))
+    text = (REPO_ROOT / "pipelines" / "sts_pet_survival.yaml").read_text()
+    recipe = tmp_path / "recipe.yaml"
+    recipe.write_text(text.replace("event: os_event", "event: os_evnt").replace(
+        "params_file: params/pet_3d.yaml", f"params_file: {REPO_ROOT / 'pipelines' / 'params' / 'pet_3d.yaml'}"))
+    monkeypatch.setenv("RADPIPE_DATASETS", str(REPO_ROOT / "datasets.yaml"))
+    result = CliRunner().invoke(app, ["validate", str(recipe)])
+    assert result.exit_code == 2, result.output
+    assert "os_evnt" in result.output and "survival.csv" in result.output
