@@ -82,7 +82,10 @@ def explain_survival(model, folder: ModelFolder, X: pd.DataFrame, X_train: pd.Da
     follow = _follow_up(X.index, oof, folder, labels, view)
     km = _cohort_km(oof, follow)
     labels_of = feature_labels(view.names, codebook)
+    # an unused feature's permutation estimate is zero up to rounding (1e-17): below this it counts as no contribution
+    eps = 1e-9 * max(1.0, float(np.nanmax(shap.values.abs().to_numpy(), initial=0.0)))
     mean_abs = original.abs().mean().sort_values(ascending=False, kind="stable")
+    mean_abs = mean_abs.where(mean_abs > eps, 0.0)
     top = [n for n in mean_abs.index if mean_abs[n] > 0][: settings.top_features]
     cv_all = oof["risk"].to_numpy(dtype=float) if len(oof) else final.risk.to_numpy(dtype=float)
     heads = {c: _headline(c, oof, final, trained_on, cv_all) for c in X.index}
@@ -95,7 +98,7 @@ def explain_survival(model, folder: ModelFolder, X: pd.DataFrame, X_train: pd.Da
         progress(0, len(page_cases))
     for k, c in enumerate(page_cases):
         rows.append(_patient_page(c, template, X, X_train, shap, view, final, heads[c], follow.get(c), km, oof,
-                                  images, settings, labels_of, file_names[c], pages_dir, out_dir, constant))
+                                  images, settings, labels_of, file_names[c], pages_dir, out_dir, constant, eps))
         if progress:
             progress(k + 1, len(page_cases))
     timings["patient_pages"] = time.time() - started - timings["shap"]
@@ -225,15 +228,21 @@ def _risk_waterfall(contrib: pd.Series, raw: pd.Series, base: float, risk: float
                      "left": at(min(level, level + d)), "width": max(0.4, round(100 * abs(d) / span, 3)),
                      "up": d >= 0})
         level += d
-    ticks = [(at(t), plain_number(t)) for t in MaxNLocator(nbins=6).tick_values(lo, hi) if lo <= t <= hi]
+    values = [t for t in MaxNLocator(nbins=6, steps=[1, 2, 2.5, 5, 10]).tick_values(lo, hi) if lo <= t <= hi]
+    # as few decimals as write every tick exactly: 0.01, 0.02 rather than 0.0100, 0.0200
+    step = values[1] - values[0] if len(values) > 1 else span
+    values = [0.0 if abs(t) < step / 1e6 else t for t in values]
+    decimals = next((d for d in range(8) if all(abs(round(t, d) - t) <= 1e-6 * step for t in values)), 8)
+    ticks = [(at(t), f"{t:,.{decimals}f}") for t in values]
     return {"rows": rows, "ticks": ticks, "base": at(base), "prob": at(risk),
             "threshold": None if cutoff is None else at(cutoff), "base_value": base, "probability": risk}
 
 
 def _patient_page(c, template, X, X_train, shap, view: SurvivalView, final, head, follow, km, oof, images, settings,
-                  labels_of, file_name: str, pages_dir: Path, out_dir: Path, constant: bool) -> dict:
+                  labels_of, file_name: str, pages_dir: Path, out_dir: Path, constant: bool, eps: float) -> dict:
     mapping = original_name_map(shap.values.columns, view.names)
-    contrib = shap.values.loc[c]
+    everything = shap.values.loc[c]
+    contrib = everything[everything.abs() > eps]  # features the model does not use for this patient are left out
     raw = pd.Series({f: X.loc[c, mapping[f]] if mapping[f] in X.columns else shap.features.loc[c, f]
                      for f in contrib.index})
     train_num = X_train[view.names].apply(pd.to_numeric, errors="coerce")
@@ -276,15 +285,16 @@ def _patient_page(c, template, X, X_train, shap, view: SurvivalView, final, head
     for key, ext in (("curve", "png"), ("image", "jpg")):
         if key in figs:
             atomic_write_bytes(out_dir / "figures" / "patients" / f"{file_name}_{key}.{ext}", figs[key])
-    waterfall = _risk_waterfall(contrib, raw, shap.base_value, float(final.risk[c]), view.cutoff,
-                                settings.top_features)
+    # the unused features' rounding-level values go into the ends, so the bars still add up to the risk exactly
+    waterfall = _risk_waterfall(contrib, raw, shap.base_value + float(everything.drop(contrib.index).sum()),
+                                float(final.risk[c]), view.cutoff, settings.top_features)
     html = template.render(
         title=f"Patient {c}", case_id=c, head=head, view=view, follow=follow, horizons=horizons, km=km,
         figs={k: b64(v) for k, v in figs.items()}, image_note=image_note, waterfall=waterfall, top=top,
         names=labels_of.names, units=labels_of.units, explainer=shap.explainer, notes=shap.notes,
         settings=settings.model_dump(), group_labels=GROUP_LABELS, curve_note=final.note,
         up=[t for t in top if t["shap"] > 0][:3], down=[t for t in top if t["shap"] < 0][:3], fmt=plain_number,
-        fmt_time=time_text, constant=constant)
+        fmt_time=time_text, constant=constant, n_unused=int(len(everything) - len(contrib)))
     atomic_write_text(pages_dir / f"{file_name}.html", html)
     return {"case_id": c, "risk": head["risk"], "risk_source": head["source"], "risk_low": head["low"],
             "risk_high": head["high"], "risk_group": head["group"], "high_risk_repeats": head["high_calls"],
