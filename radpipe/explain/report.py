@@ -7,6 +7,8 @@ self-contained HTML reports (``cohort.html`` and one ``patients/<case_id>.html``
 A binary model is explained on the probability of its positive class. A multi-class model is explained on
 the probability of every class (SHAP per class, cohort figures per class, importance averaged over classes);
 each patient page explains the patient's predicted (most probable) class, with SHAP and LIME.
+A survival model (card ``outcome_type: "survival"``) is explained on its risk score by
+:mod:`radpipe.explain.survival_report`.
 """
 
 from __future__ import annotations
