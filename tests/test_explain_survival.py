@@ -286,6 +286,11 @@ def test_survival_pages_render_in_chromium(report, tmp_path):
                                               "els => els.map(e => +e.dataset.value)")
             assert risks == sorted(risks, reverse=True)
             page.close()
+            page = browser.new_page()
+            page.goto(result.patient_pages["case_000"].as_uri(), wait_until="load")
+            pdf = page.pdf(prefer_css_page_size=True)
+            page.close()
+            assert 1 <= len(re.findall(rb"/Type\s*/Page[^s]", pdf)) <= 2  # a patient page prints on at most two A4 pages
         finally:
             browser.close()
 
