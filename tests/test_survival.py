@@ -369,3 +369,27 @@ def test_sts_survival_recipe_with_a_misspelt_event_column_exits_2(data_dir, monk
     result = CliRunner().invoke(app, ["validate", str(recipe)])
     assert result.exit_code == 2, result.output
     assert "os_evnt" in result.output and "survival.csv" in result.output
+
+
+def test_train_models_takes_a_survival_outcome_table(tmp_path):
+    """The notebook entry point: train_models with settings.outcome trains survival models from a table."""
+    import numpy as np
+    import pandas as pd
+
+    from radpipe.model import ModelSettings, train_models
+
+    rng = np.random.default_rng(3)
+    n = 60
+    ids = pd.Index([f"c{i:02d}" for i in range(n)], name="case_id")
+    signal = rng.normal(size=n)
+    X = pd.DataFrame({"signal": signal, "noise": rng.normal(size=n)}, index=ids)
+    time = rng.exponential(np.exp(-1.5 * signal)) * 1000 + 1
+    event = (rng.uniform(size=n) < 0.8).astype(int)
+    outcome = pd.DataFrame({"os_days": time, "os_event": event}, index=ids)
+    settings = ModelSettings(outcome={"type": "survival", "time": "os_days", "event": "os_event"},
+                             models=["coxnet"], bootstrap=0)
+    result = train_models(X, outcome, settings, tmp_path)
+    row = result.metrics[result.metrics["cohort"] == "cv"].iloc[0]
+    assert row["model"] == "coxnet" and row["c_harrell"] > 0.7
+    with pytest.raises(ConfigError, match="os_days"):
+        train_models(X, outcome["os_days"], settings, tmp_path / "again")

@@ -20,6 +20,7 @@ import numpy as np
 import pandas as pd
 
 from radpipe._io import atomic_write_text
+from radpipe.errors import ConfigError
 from radpipe.model.folder import ModelFolder
 from radpipe.model.inputs import ModelInputs, batch_label, encode_labels, external_inputs, training_inputs
 from radpipe.model.metrics import (
@@ -282,7 +283,7 @@ def _save(pipeline, card, model_dir: Path) -> None:
 
 def train_models(
     X: pd.DataFrame,
-    y: pd.Series,
+    y: pd.Series | pd.DataFrame,
     settings: ModelSettings,
     out_dir: Path,
     groups: pd.Series | None = None,
@@ -290,6 +291,9 @@ def train_models(
     progress: Callable[[str], None] | None = None,
 ) -> TrainResult:
     """Nested-CV comparison of ``settings.models`` on (X, y), final refits, external evaluation, files.
+
+    ``y`` holds each case's label; for a time-to-event outcome (``settings.outcome``) it is the outcome table
+    with the time and event columns, and :func:`radpipe.model.survival.fit_survival_models` trains.
 
     The inputs are checked by :func:`radpipe.model.inputs.training_inputs` first (a positive class that
     is set or plain 0/1, fold counts that fit the smallest class, ...); :func:`fit_models` does the rest.
@@ -310,6 +314,16 @@ def train_models(
     >>> result.best_model
     'logreg'
     """
+    if settings.outcome is not None:  # time-to-event: y is the outcome table with the time and event columns
+        from radpipe.model.inputs import survival_training_inputs
+        from radpipe.model.survival import fit_survival_models
+
+        if not isinstance(y, pd.DataFrame):
+            raise ConfigError(f"a survival outcome needs y as a table with the columns '{settings.outcome.time}' and "
+                              f"'{settings.outcome.event}' (indexed by case_id), not a {type(y).__name__}",
+                              key="model.outcome")
+        return fit_survival_models(survival_training_inputs(X, y, settings, groups=groups), out_dir,
+                                   external=external, progress=progress)
     return fit_models(training_inputs(X, y, settings, groups=groups), out_dir, external=external,
                       progress=progress)
 
