@@ -513,12 +513,13 @@ def validate(
     from radpipe._cli_progress import ConsoleHooks
     from radpipe.cohort import load_cohort
     from radpipe.config import load_recipe
-    from radpipe.model.inputs import check_recipe_inputs
+    from radpipe.model.inputs import check_recipe_inputs, with_dataset_outcome
 
     spec = load_recipe(recipe)
     base = recipe.resolve().parent
     cohort = load_cohort(spec.dataset, relative_to=base)
     external = {name: load_cohort(name, relative_to=base) for name in spec.external}
+    spec = spec.model_copy(update={"model": with_dataset_outcome(spec.model, cohort)})
     if spec.model.is_survival:
         from radpipe.model.inputs import check_survival_recipe_inputs
 

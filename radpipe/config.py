@@ -19,7 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from radpipe.errors import ConfigError
 from radpipe.explain.settings import ExplainSettings
 from radpipe.extract.settings import ExtractSettings
-from radpipe.model.settings import ModelSettings
+from radpipe.model.settings import ModelSettings, SurvivalOutcome
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 # radpipe runs from a source checkout when setup.cfg sits one level above the package; an installed
@@ -168,6 +168,9 @@ class DatasetSpec(_Strict):
     label_column: str = "label"
     group_column: str | None = Field(None, description="Column that groups cases (patient, lesion) for grouped CV.")
     positive_class: str | None = Field(None, description="Outcome value counted as positive.")
+    outcome: SurvivalOutcome | None = Field(
+        None, description="A time-to-event outcome of the labels table ({type: survival, time: COLUMN, event: "
+        "COLUMN}); used when a recipe's model section declares no outcome of its own.")
     spacing_2d: tuple[float, float] | None = Field(None, description="Pixel spacing (mm) for 2D files that carry none.")
     mask_label: int | None = Field(None, description="Label value of the ROI in the masks (default: the only non-zero label).")
     citation: str = ""

@@ -84,7 +84,13 @@ def run_recipe(recipe: Recipe, recipe_dir: Path, out_dir: str | Path, *, jobs: i
     >>> result = run_recipe(load_recipe("pipelines/demo.yaml"), Path("pipelines"), "out/demo")  # doctest: +SKIP
     >>> result.metrics[["model", "auc"]]  # doctest: +SKIP
     """
-    from radpipe.model.inputs import LABEL_COLUMN, check_recipe_inputs, modelling_table, training_inputs
+    from radpipe.model.inputs import (
+        LABEL_COLUMN,
+        check_recipe_inputs,
+        modelling_table,
+        training_inputs,
+        with_dataset_outcome,
+    )
     from radpipe.model.train import fit_models
     from radpipe.model.validate import fit_count
 
@@ -92,6 +98,7 @@ def run_recipe(recipe: Recipe, recipe_dir: Path, out_dir: str | Path, *, jobs: i
     out_dir = Path(out_dir)
     cohort = load_cohort(recipe.dataset, relative_to=recipe_dir)
     external_cohorts = {name: load_cohort(name, relative_to=recipe_dir) for name in recipe.external}
+    recipe = recipe.model_copy(update={"model": with_dataset_outcome(recipe.model, cohort)})
     survival = recipe.model.is_survival
     if survival:  # a time-to-event outcome: the dataset's outcome table holds the time and event columns
         from radpipe.model.inputs import check_survival_recipe_inputs, survival_training_inputs

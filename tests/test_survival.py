@@ -393,3 +393,24 @@ def test_train_models_takes_a_survival_outcome_table(tmp_path):
     assert row["model"] == "coxnet" and row["c_harrell"] > 0.7
     with pytest.raises(ConfigError, match="os_days"):
         train_models(X, outcome["os_days"], settings, tmp_path / "again")
+
+
+@pytest.mark.realdata
+def test_a_dataset_declares_its_survival_outcome_for_every_recipe(data_dir, tmp_path):
+    """datasets.yaml's sts_pet_survival says outcome: {type: survival, ...}: a recipe with no model section
+    validates as a survival study (the survival models, 11 deaths), and a recipe naming classifiers is refused."""
+    from typer.testing import CliRunner
+
+    from radpipe.cli import app
+
+    plain = tmp_path / "plain.yaml"
+    plain.write_text("name: os\ndataset: sts_pet_survival\n")
+    result = CliRunner().invoke(app, ["validate", str(plain)])
+    assert result.exit_code == 0, result.output
+    assert "survival outcome: time 'os_days', event 'os_event'" in result.output and "11 events" in result.output
+
+    classifiers = tmp_path / "classifiers.yaml"
+    classifiers.write_text("name: os\ndataset: sts_pet_survival\nmodel:\n  models: [svm, rf]\n")
+    refused = CliRunner().invoke(app, ["validate", str(classifiers)])
+    assert refused.exit_code == 2
+    assert "declares a survival outcome" in refused.output and "os_days" in refused.output

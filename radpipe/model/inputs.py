@@ -899,6 +899,27 @@ def survival_external_inputs(name: str, features: pd.DataFrame, outcomes: pd.Dat
     return out[list(inputs.X.columns)], time.loc[Xe.index], event.loc[Xe.index]
 
 
+def with_dataset_outcome(settings: ModelSettings, cohort: Cohort) -> ModelSettings:
+    """The model settings with the dataset's declared outcome, when the recipe declares none.
+
+    A dataset entry may say ``outcome: {type: survival, time: os_days, event: os_event}`` so every recipe on
+    it trains survival models; a recipe's own ``model.outcome`` wins. The settings are validated again, so the
+    survival defaults (the survival models) and refusals (a classifier named in ``models``) apply.
+    """
+    from pydantic import ValidationError
+
+    declared = getattr(cohort.spec, "outcome", None)
+    if settings.outcome is not None or declared is None:
+        return settings
+    values = {**settings.model_dump(exclude_unset=True), "outcome": declared.model_dump()}
+    try:
+        return type(settings).model_validate(values)
+    except ValidationError as exc:
+        reasons = "; ".join(error["msg"] for error in exc.errors())
+        raise ConfigError(f"dataset '{cohort.name}' declares a survival outcome ({declared.time}, {declared.event}) "
+                          f"that the recipe's model section does not fit: {reasons}", key="model") from None
+
+
 def check_survival_recipe_inputs(cohort: Cohort, settings: ModelSettings, *,
                                  external: Mapping[str, Cohort] | None = None) -> RecipeInputs:
     """:func:`check_recipe_inputs` for a survival outcome: the outcome table (the dataset's ``labels`` file) and
