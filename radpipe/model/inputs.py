@@ -384,8 +384,40 @@ def check_batches(values: pd.Series, settings: ModelSettings, *, plan: FoldPlan 
 # ---------------------------------------------------------------- training inputs
 
 
+class _CheckedInputs:
+    """What :class:`ModelInputs` and :class:`SurvivalInputs` share: the feature columns, groups, batches and
+    the notes a user is told before training starts."""
+
+    _no_outcome = "no label"  # how a case left out for want of an outcome is described
+
+    @property
+    def group_array(self) -> np.ndarray | None:
+        return None if self.groups is None else self.groups.to_numpy()
+
+    @property
+    def feature_names(self) -> list[str]:
+        return [str(c) for c in self.X.columns if c != self.batch_column]
+
+    @property
+    def batch_column(self) -> str | None:
+        return self.settings.batch_column if self.batches is not None else None
+
+    def notes(self, *, folds: bool = True) -> list[str]:
+        """What a user should be told before training starts (``folds=False``: all but the fold counts)."""
+        notes = []
+        if folds and self.folds.reduced:
+            notes.append(self.folds.describe())
+        if self.n_unlabelled:
+            notes.append(f"{self.n_unlabelled} case(s) of the feature table have {self._no_outcome} and are left out")
+        if self.dropped:
+            shown = ", ".join(f"{name} ({why})" for name, why in list(self.dropped.items())[:5])
+            more = f" and {len(self.dropped) - 5} more" if len(self.dropped) > 5 else ""
+            notes.append(f"{len(self.dropped)} feature(s) left out before modelling: {shown}{more}")
+        return notes
+
+
 @dataclass
-class ModelInputs:
+class ModelInputs(_CheckedInputs):
     """Checked training inputs: what :func:`radpipe.model.train.train_models` fits.
 
     Attributes
@@ -416,30 +448,6 @@ class ModelInputs:
     def y_codes(self) -> np.ndarray:
         return encode_labels(self.y, self.classes)
 
-    @property
-    def group_array(self) -> np.ndarray | None:
-        return None if self.groups is None else self.groups.to_numpy()
-
-    @property
-    def feature_names(self) -> list[str]:
-        return [str(c) for c in self.X.columns if c != self.batch_column]
-
-    @property
-    def batch_column(self) -> str | None:
-        return self.settings.batch_column if self.batches is not None else None
-
-    def notes(self, *, folds: bool = True) -> list[str]:
-        """What a user should be told before training starts (``folds=False``: all but the fold counts)."""
-        notes = []
-        if folds and self.folds.reduced:
-            notes.append(self.folds.describe())
-        if self.n_unlabelled:
-            notes.append(f"{self.n_unlabelled} case(s) of the feature table have no label and are left out")
-        if self.dropped:
-            shown = ", ".join(f"{name} ({why})" for name, why in list(self.dropped.items())[:5])
-            more = f" and {len(self.dropped) - 5} more" if len(self.dropped) > 5 else ""
-            notes.append(f"{len(self.dropped)} feature(s) left out before modelling: {shown}{more}")
-        return notes
 
     def __repr__(self) -> str:
         counts = ", ".join(f"{c}: {n}" for c, n in self.y.value_counts().reindex(self.classes).items())
@@ -733,7 +741,7 @@ def _check_events(event: pd.Series, settings: ModelSettings, *, source: str | No
 
 
 @dataclass
-class SurvivalInputs:
+class SurvivalInputs(_CheckedInputs):
     """Checked inputs of a survival model: features, follow-up times and event indicators per case.
 
     Attributes are those of :class:`ModelInputs` with ``time`` (float) and ``event`` (bool) in place of
@@ -752,35 +760,13 @@ class SurvivalInputs:
     n_unlabelled: int = 0
 
     classes = ()  # a survival outcome has no classes
+    _no_outcome = "no survival outcome"
 
-    @property
-    def group_array(self) -> np.ndarray | None:
-        return None if self.groups is None else self.groups.to_numpy()
-
-    @property
-    def feature_names(self) -> list[str]:
-        return [str(c) for c in self.X.columns if c != self.batch_column]
-
-    @property
-    def batch_column(self) -> str | None:
-        return self.settings.batch_column if self.batches is not None else None
 
     @property
     def y(self) -> pd.Series:
         """The event indicator as 0/1 text, for code that shows an outcome per case."""
         return self.event.astype(int).astype(str)
-
-    def notes(self, *, folds: bool = True) -> list[str]:
-        notes = []
-        if folds and self.folds.reduced:
-            notes.append(self.folds.describe())
-        if self.n_unlabelled:
-            notes.append(f"{self.n_unlabelled} case(s) of the feature table have no survival outcome and are left out")
-        if self.dropped:
-            shown = ", ".join(f"{name} ({why})" for name, why in list(self.dropped.items())[:5])
-            more = f" and {len(self.dropped) - 5} more" if len(self.dropped) > 5 else ""
-            notes.append(f"{len(self.dropped)} feature(s) left out before modelling: {shown}{more}")
-        return notes
 
     def __repr__(self) -> str:
         n_events = int(self.event.sum())
