@@ -577,6 +577,56 @@ def tables_merge(
     return EXIT_OK
 
 
+@app.command()
+@guarded
+def segment(
+    dataset: Annotated[str, typer.Argument(help="A dataset name, or a cohort folder (images/ [+ masks/], labels.csv): "
+                                           "images without masks are segmented too.")],
+    method: Annotated[str, typer.Option(help="threshold, relative, otsu, region_growing, watershed or refine.")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="The new cohort folder (images/, masks/, labels.csv, "
+                                      "qc.csv), ready for `radpipe extract`.")],
+    threshold: Annotated[float | None, typer.Option(help="Fixed level (e.g. SUV 2.5): threshold; lower bound for "
+                                                    "region_growing; foreground for watershed --watershed-on distance.")] = None,
+    fraction: Annotated[float | None, typer.Option(help="relative: share of the maximum near the seed, e.g. 0.41.")] = None,
+    radius: Annotated[float | None, typer.Option(help="relative: mm around a seed point searched for the maximum "
+                                                 "(default 15).")] = None,
+    refine_with: Annotated[str | None, typer.Option(help="refine: the method applied inside the cohort's rough mask "
+                                                    "or the seed box (default otsu).")] = None,
+    watershed_on: Annotated[str | None, typer.Option(help="watershed: 'gradient' (flooded from the seeds, default) or "
+                                                     "'distance' (splits touching objects).")] = None,
+    seeds: Annotated[Path | None, typer.Option(help="CSV of seeds in mm: case_id,x,y,z (points) or "
+                                               "case_id,x0,y0,z0,x1,y1,z1 (boxes).")] = None,
+    seeds_from_masks: Annotated[str | None, typer.Option(help="Seeds from the cohort's own masks: 'centroid' or "
+                                                         "'box' (written to OUT/seeds.csv).")] = None,
+    compare: Annotated[str | None, typer.Option(help="Expert masks (a folder of <case_id>.* files, or a dataset): "
+                                                "writes agreement.csv (Dice, HD95, volume difference) and a summary.")] = None,
+    jobs: Jobs = 1,
+    debug: Debug = False,
+) -> int:
+    """Segment every image with a classical method, writing a cohort folder `radpipe extract` reads.
+
+    Writes masks/<case_id>.nii.gz, images/ (links), labels.csv, qc.csv (voxels, components, the threshold used,
+    warnings, the reason a case failed) and manifest.json. Without seeds the largest object is kept.
+    Exit 1 when some case failed (see qc.csv).
+    """
+    from radpipe.segment import SegmentSettings, segment_cohort
+
+    given = {"threshold": threshold, "fraction": fraction, "radius": radius, "refine_with": refine_with,
+             "watershed_on": watershed_on}
+    settings = SegmentSettings(method, **{key: value for key, value in given.items() if value is not None})
+    result = segment_cohort(dataset, out, settings, seeds=seeds, seeds_from=seeds_from_masks, compare=compare,
+                            jobs=jobs)
+    rows = [(row.case_id, f"{row.status}  {row.voxels} voxels" + (f"  {row.reason}" if row.reason else "")
+             + (f"  [yellow]{row.warnings}[/]" if row.warnings else "")) for row in result.qc.itertuples()]
+    summary_table(f"segment {settings.method} → {out}", rows[:30] + ([("…", f"{len(rows) - 30} more in qc.csv")]
+                                                                    if len(rows) > 30 else []))
+    if result.summary is not None:
+        dice = result.summary.set_index("measure").loc["dice"]
+        console.print(f"Dice against {compare}: median {dice['median']:.3f} (IQR {dice['q1']:.3f}–{dice['q3']:.3f}), "
+                      f"{int(dice['n'])} cases; per case in {Path(out) / 'agreement.csv'}", highlight=False)
+    return EXIT_CASES_FAILED if result.n_failed else EXIT_OK
+
+
 def main() -> None:  # python -m radpipe
     app(prog_name="radpipe")
 

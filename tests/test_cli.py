@@ -8,7 +8,7 @@ from typer.testing import CliRunner
 from radpipe.cli import app
 
 runner = CliRunner()
-COMMANDS = ["extract", "train", "explain", "run", "predict", "evaluate", "demo", "datasets", "validate", "init"]
+COMMANDS = ["extract", "train", "explain", "run", "predict", "evaluate", "demo", "datasets", "validate", "init", "segment"]
 
 
 def test_top_level_help_lists_every_command():
