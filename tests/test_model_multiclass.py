@@ -167,7 +167,7 @@ def test_predictions_hold_one_probability_per_class(trained):
     preds = pd.read_csv(out / "predictions.csv")
     prob_cols = [f"y_prob_{c}" for c in CLASSES]
     assert list(preds.columns) == ["case_id", "model", "repeat", "fold", "label", "y_true", *prob_cols, "cohort",
-                                   "y_pred", "predicted"]
+                                   "y_pred", "predicted", "ood_percentile", "ood_flag"]
     np.testing.assert_allclose(preds[prob_cols].sum(axis=1), 1.0, atol=1e-9)
     assert (preds["y_pred"] == preds[prob_cols].to_numpy().argmax(axis=1)).all()
     assert (preds["predicted"] == np.asarray(CLASSES)[preds["y_pred"]]).all()
@@ -201,7 +201,7 @@ def test_predict_and_evaluate_a_saved_multiclass_model(trained):
     model = load_model(out / "models" / "stacking")
     result = predict(model, X.iloc[120:][X.columns[::-1]])
     prob_cols = [f"y_prob_{c}" for c in CLASSES]
-    assert list(result.columns) == ["case_id", *prob_cols, "predicted"]
+    assert list(result.columns) == ["case_id", *prob_cols, "predicted", "ood_percentile", "ood_flag"]
     np.testing.assert_allclose(result[prob_cols].sum(axis=1), 1.0, atol=1e-9)
     assert (result["predicted"] == np.asarray(CLASSES)[result[prob_cols].to_numpy().argmax(axis=1)]).all()
     row = evaluate(model, X.iloc[120:], y, n_boot=50)
@@ -225,7 +225,8 @@ def test_cli_predict_and_evaluate_a_multiclass_model(trained, tmp_path):
     done = runner.invoke(app, ["predict", str(out), str(tmp_path / "features.csv"), "-o", str(tmp_path / "p.csv")])
     assert done.exit_code == 0, done.output
     written = pd.read_csv(tmp_path / "p.csv")
-    assert list(written.columns) == ["case_id", *(f"y_prob_{c}" for c in CLASSES), "predicted"]
+    assert list(written.columns) == ["case_id", *(f"y_prob_{c}" for c in CLASSES), "predicted", "ood_percentile",
+                                     "ood_flag"]
     assert len(written) == 30 and set(written["predicted"]) <= set(CLASSES)
     done = runner.invoke(app, ["evaluate", str(out), str(tmp_path / "features.csv"), "--labels",
                                str(tmp_path / "labels.csv"), "-o", str(tmp_path / "m.csv")])

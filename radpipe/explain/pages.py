@@ -191,13 +191,22 @@ def _render_patient(item, common, pages_dir: Path, fig_dir: Path) -> dict:
         correct=None if item["label"] is None or item["headline"]["predicted"] == "split"
         else item["label"] == item["headline"]["predicted"],
         up=[t for t in top if t["shap"] > 0][:3], down=[t for t in top if t["shap"] < 0][:3],
+        similar=item.get("similar"),
     )
     atomic_write_text(pages_dir / f"{item['file']}.html", html)
     head = item["headline"]
     return {"case_id": c, "probability": head["probability"], "probability_source": head["source"],
             "probability_low": head["low"], "probability_high": head["high"], "predicted": head["predicted"],
             "final_model_probability": prob, "final_model_predicted": predicted, "label": item["label"],
-            "shap_lime_overlap": item["agreement"]["overlap"], "page": f"patients/{item['file']}.html"}
+            "shap_lime_overlap": item["agreement"]["overlap"], "page": f"patients/{item['file']}.html",
+            **_ood_columns(item.get("similar"))}
+
+
+def _ood_columns(similar: dict | None) -> dict:
+    """patients.csv's OOD columns (the percentile and flag the page shows); none without neighbours.joblib."""
+    ood = (similar or {}).get("ood")
+    return {} if not ood else {"ood_percentile": ood["percentile"], "ood_flag": ood["flag"],
+                               "ood_source": ood["source"]}
 
 
 

@@ -236,9 +236,9 @@ def magnitude_bars(series: pd.Series, *, xlabel: str, title: str = "", color: st
 
 
 def lesion_slice(image: np.ndarray, mask: np.ndarray, spacing: tuple[float, float] = (1.0, 1.0),
-                 height: int = 380) -> bytes:
+                 height: int = 380, zoom_only: bool = False) -> bytes:
     """The image slice with the mask outline in yellow: whole on the left, zoomed on the lesion on the right,
-    as JPEG bytes.
+    as JPEG bytes (``zoom_only``: the zoomed panel alone, a thumbnail).
 
     ``image`` and ``mask`` are rows x columns; ``spacing`` is (row, column) spacing, so pixels are shown with
     their physical aspect ratio. Drawn with Pillow (no matplotlib): a slice is large and this runs per patient.
@@ -258,6 +258,8 @@ def lesion_slice(image: np.ndarray, mask: np.ndarray, spacing: tuple[float, floa
         m = int(max(np.ptp(rows) + 1, np.ptp(cols) + 1) * 0.35) + 4
         panels.append((slice(max(0, rows.min() - m), min(mask.shape[0], rows.max() + m + 1)),
                        slice(max(0, cols.min() - m), min(mask.shape[1], cols.max() + m + 1))))
+    if zoom_only:
+        panels = panels[-1:]
     tiles = []
     for rs, cs in panels:
         g, k = grey[rs, cs], mask[rs, cs]

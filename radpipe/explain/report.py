@@ -39,6 +39,7 @@ from radpipe.explain.attributions import (
     write_csv,
     write_value_tables,
 )
+from radpipe.explain.examples import ood_of_cases, page_section, similar_patients, thumbnails
 from radpipe.explain.headline import SOURCE_TEXT, ModelView, final_predictions, headline, training_cases
 from radpipe.explain.lime_values import agreement, compute_lime
 from radpipe.explain.pages import card_rows, feature_labels, render_cohort, render_patients
@@ -199,6 +200,9 @@ def explain(
     )
     items = [patient_item(c, X, X_train, values, view, final, headlines[c], labels, lime_by_case, agree,
                            file_names[c], images, settings) for c in page_cases]
+    similar = _similar(model, folder, X, page_cases, headlines, oof, cv_rows, view, images, settings, out_dir)
+    for item in items:
+        item["similar"] = similar[item["case_id"]]
     rows = render_patients(items, common, pages_dir, out_dir / "figures" / "patients", n_jobs, progress)
     timings["patient_pages"], tick = time.time() - tick, time.time()
 
@@ -258,6 +262,25 @@ def _explain_survival(model, folder: ModelFolder, features, out_dir: Path, *, la
     atomic_write_text(out_dir / "summary.json", json.dumps(_jsonable(parts["summary"]), indent=2))
     _write_manifest(out_dir, folder, X, settings, started, n_jobs)
     return ExplainResult(**parts)
+
+
+def _similar(model, folder: ModelFolder, X, page_cases, headlines, oof, cv_rows, view, images, settings,
+             out_dir: Path) -> dict:
+    """Each page's similar patients and OOD flag (None without ``neighbours.joblib``); writes similar_patients.csv."""
+    if model.neighbours is None:
+        return dict.fromkeys(page_cases)
+    try:
+        train_labels = folder.train_labels()
+    except Exception as exc:  # an unreadable optional table: neighbours are shown without outcomes
+        warnings.warn(f"ignoring {folder.train_labels_path}: {exc}", stacklevel=2)
+        train_labels = None
+    table = similar_patients(model, X, page_cases, headlines, oof, train_labels, settings.similar_patients)
+    if len(table):
+        write_csv(out_dir / "similar_patients.csv", table.set_index("case_id"))
+    ood = ood_of_cases(model, X, page_cases, headlines, cv_rows)
+    thumbs = thumbnails(table["neighbour"], images) if settings.images else {}
+    return {c: page_section(c, table, ood, thumbs, view, settings.similar_patients, model.neighbours)
+            for c in page_cases}
 
 
 def _lime(pipe, X_pages, X_train, values: Attributions, view: ModelView, final, settings, n_jobs) -> pd.DataFrame:

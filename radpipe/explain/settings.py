@@ -74,3 +74,11 @@ class ExplainSettings(BaseModel):
         "", description="A line shown at the top of every report page, e.g. 'SYNTHETIC DATA' or a study name."
     )
     images: bool = Field(True, description="Draw the image slice with the mask contour on patient pages.")
+    similar_patients: int = Field(
+        5,
+        ge=0,
+        description=(
+            "Nearest training patients shown on each patient page (in the model's scaled, selected feature space; "
+            "the patient and, on cross-validated pages, their own group are left out). 0 leaves the section out."
+        ),
+    )

@@ -15,6 +15,7 @@ import pandas as pd
 from radpipe.errors import ConfigError
 
 MODEL_FILE = "model.joblib"
+NEIGHBOURS_FILE = "neighbours.joblib"  # similar patients + OOD scorer (radpipe.model.neighbours), with a .sha256
 CARD_FILE = "model_card.json"
 CARD_MD_FILE = "model_card.md"
 METRICS_FILE = "metrics.csv"
@@ -49,6 +50,10 @@ class ModelFolder:
     @property
     def model_path(self) -> Path:
         return self.path / MODEL_FILE
+
+    @property
+    def neighbours_path(self) -> Path:
+        return self.path / NEIGHBOURS_FILE
 
     @property
     def card_path(self) -> Path:

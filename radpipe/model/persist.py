@@ -17,7 +17,7 @@ import joblib
 from radpipe._io import atomic_write_bytes, atomic_write_text, software_versions
 from radpipe._io import sha256_bytes_of as sha256_file
 from radpipe.errors import RadpipeError
-from radpipe.model.folder import CARD_FILE, CARD_MD_FILE, MODEL_FILE
+from radpipe.model.folder import CARD_FILE, CARD_MD_FILE, MODEL_FILE, NEIGHBOURS_FILE
 
 
 class ModelIntegrityError(RadpipeError, RuntimeError):
@@ -38,6 +38,7 @@ class LoadedModel:
     pipeline: Any
     card: dict
     path: Path
+    neighbours: Any = None  # radpipe.model.neighbours.Neighbours when the folder has neighbours.joblib
 
     @property
     def feature_names(self) -> list[str]:
@@ -117,7 +118,33 @@ def load_model(model_dir: str | Path, trust: bool = False) -> LoadedModel:
             )
     card = json.loads(card_path.read_text()) if card_path.exists() else {}
     _warn_on_version_mismatch(card.get("versions", {}))
-    return LoadedModel(pipeline=joblib.load(model_path), card=card, path=model_path.parent)
+    return LoadedModel(pipeline=joblib.load(model_path), card=card, path=model_path.parent,
+                       neighbours=load_neighbours(model_path.parent, trust=trust))
+
+
+def save_neighbours(neighbours: Any, model_dir: str | Path) -> Path:
+    """Write ``neighbours.joblib`` (similar patients and the OOD scorer) and its sha256 sidecar."""
+    path = Path(model_dir) / NEIGHBOURS_FILE
+    tmp = path.with_suffix(".joblib.tmp")
+    joblib.dump(neighbours, tmp)
+    tmp.replace(path)
+    atomic_write_text(path.with_name(NEIGHBOURS_FILE + ".sha256"), f"{sha256_file(path)}  {NEIGHBOURS_FILE}\n")
+    return path
+
+
+def load_neighbours(model_dir: str | Path, trust: bool = False) -> Any:
+    """The folder's ``neighbours.joblib`` after the same sha256 check as the model; None when it has none."""
+    path = Path(model_dir) / NEIGHBOURS_FILE
+    if not path.exists():
+        return None
+    if not trust:
+        sidecar = path.with_name(NEIGHBOURS_FILE + ".sha256")
+        expected = sidecar.read_text().split()[0] if sidecar.exists() else None
+        if expected != sha256_file(path):
+            raise ModelIntegrityError(
+                f"{path} is missing its sha256 sidecar or does not match it: refusing to unpickle it; "
+                "pass --trust if you know where this file comes from.")
+    return joblib.load(path)
 
 
 def _warn_on_version_mismatch(saved: dict) -> None:

@@ -17,6 +17,9 @@ def predict(loaded: LoadedModel, X: pd.DataFrame) -> pd.DataFrame:
     For a survival model: ``case_id, risk, surv_<h>…, risk_group`` (the card's horizons and frozen cut-off).
     For a multi-class model: ``case_id``, one ``y_prob_<class>`` per class (they sum to 1) and
     ``predicted``, the most probable class.
+    A classifier saved with ``neighbours.joblib`` adds ``ood_percentile`` and ``ood_flag`` (how unlike the
+    training cases each case is, :mod:`radpipe.model.neighbours`); they are computed beside the
+    probabilities and never change them.
     Extra columns in X are ignored; missing ones raise :class:`radpipe.errors.ConfigError`.
     """
     features = features_for_model(loaded, X)
@@ -24,6 +27,17 @@ def predict(loaded: LoadedModel, X: pd.DataFrame) -> pd.DataFrame:
         from radpipe.model.survival import predict_survival
 
         return predict_survival(loaded, features)
+    return _with_ood(loaded, features, _class_predictions(loaded, features))
+
+
+def _with_ood(loaded: LoadedModel, features: pd.DataFrame, out: pd.DataFrame) -> pd.DataFrame:
+    if loaded.neighbours is None:
+        return out
+    ood = loaded.neighbours.score(loaded.pipeline, features)
+    return out.assign(ood_percentile=ood["ood_percentile"].to_numpy(), ood_flag=ood["ood_flag"].to_numpy())
+
+
+def _class_predictions(loaded: LoadedModel, features: pd.DataFrame) -> pd.DataFrame:
     if loaded.is_multiclass:
         proba = loaded.pipeline.predict_proba(features)
         classes = loaded.classes

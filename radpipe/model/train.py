@@ -32,7 +32,8 @@ from radpipe.model.metrics import (
     multiclass_metrics_with_ci,
     roc_auc,
 )
-from radpipe.model.persist import save_model, write_model_card_md
+from radpipe.model.neighbours import Neighbours, fold_ood
+from radpipe.model.persist import save_model, save_neighbours, write_model_card_md
 from radpipe.model.settings import ModelSettings
 from radpipe.model.validate import (
     NestedCVResult,
@@ -43,7 +44,11 @@ from radpipe.model.validate import (
 )
 
 METRICS_COLUMNS = ["cohort", "model", *METRIC_COLUMNS, "delong_p_vs_best", "auc_fold_mean", "auc_fold_sd"]
-PREDICTION_COLUMNS = ["case_id", "model", "repeat", "fold", "label", "y_true", "y_prob", "cohort", "threshold", "y_pred"]
+#: appended to every classifier's predictions.csv: how unlike the training cases a case is (a warning only, see
+#: radpipe.model.neighbours); out-of-fold rows are scored by their fold's own scorer
+OOD_COLUMNS = ["ood_percentile", "ood_flag"]
+PREDICTION_COLUMNS = ["case_id", "model", "repeat", "fold", "label", "y_true", "y_prob", "cohort", "threshold", "y_pred",
+                      *OOD_COLUMNS]
 
 MULTICLASS_SCORING = "roc_auc_ovr (macro one-vs-rest ROC AUC)"
 MULTICLASS_RULE = "no threshold: the predicted class is the most probable one (argmax of predict_proba)"
@@ -135,7 +140,7 @@ def prediction_columns(classes: list[str]) -> list[str]:
     if len(classes) == 2:
         return PREDICTION_COLUMNS
     return ["case_id", "model", "repeat", "fold", "label", "y_true", *(f"y_prob_{c}" for c in classes), "cohort",
-            "y_pred", "predicted"]
+            "y_pred", "predicted", *OOD_COLUMNS]
 
 
 def _prediction_frame(case_ids, model, repeat, fold, labels, codes, prob, cohort, threshold, classes) -> pd.DataFrame:
@@ -170,11 +175,14 @@ def _summarise_cv(cv: NestedCVResult, X, y, y_idx, classes, settings) -> tuple[p
         fold_mean, fold_sd = _fold_auc_stats(fits, y_idx)
         # wall times go to timings.json, not here: metrics.csv must be byte-identical between runs
         rows.append({"cohort": "cv", "model": name, **row, "auc_fold_mean": fold_mean, "auc_fold_sd": fold_sd})
+        ood = fold_ood(fits, X, seed=settings.seed)
         for fit in fits:
-            pred_frames.append(_prediction_frame(
+            frame = _prediction_frame(
                 X.index[fit.test_idx], name, fit.repeat, fit.fold, y.to_numpy()[fit.test_idx], y_idx[fit.test_idx],
                 fit.test_prob, "cv", fit.threshold, classes,
-            ))
+            )
+            mine = ood[(ood["repeat"] == fit.repeat) & (ood["fold"] == fit.fold)]
+            pred_frames.append(frame.assign(**{c: mine[c].to_numpy() for c in OOD_COLUMNS}))
     metrics = pd.DataFrame(rows)
     order = {name: i for i, name in enumerate(settings.models)}
     best = max(metrics["model"], key=lambda m: (np.nan_to_num(metrics.set_index("model").loc[m, "auc"], nan=-1),
@@ -195,7 +203,7 @@ def _delong_p(y_idx, prob_best, prob_other) -> float:
         return float("nan")
 
 
-def _external(name, Xe, ye, final, thresholds, best, classes, settings):
+def _external(name, Xe, ye, final, thresholds, best, classes, settings, neighbours):
     ye_idx = encode_labels(ye, classes)
     probs = {m: class_probabilities(final[m][0].predict_proba(Xe)) for m in settings.models}
     rows, frames = [], []
@@ -203,8 +211,9 @@ def _external(name, Xe, ye, final, thresholds, best, classes, settings):
         row = _metrics_row(ye_idx, probs[m], thresholds[m], None, classes, settings)
         p = np.nan if m == best or ye_idx.min() == ye_idx.max() else _delong_p(ye_idx, probs[best], probs[m])
         rows.append({"cohort": name, "model": m, **row, "delong_p_vs_best": p})
+        ood = neighbours[m].score(final[m][0], Xe)
         frames.append(_prediction_frame(Xe.index, m, pd.NA, pd.NA, ye.to_numpy(), ye_idx, probs[m], name,
-                                        thresholds[m], classes))
+                                        thresholds[m], classes).assign(**{c: ood[c].to_numpy() for c in OOD_COLUMNS}))
     return rows, frames
 
 
@@ -363,12 +372,13 @@ def fit_models(
     say(f"best model by out-of-fold AUC: {best}")
 
     final = refit_all(X, y_idx, settings, g, progress=say, advance=advance)
+    neighbours = {m: Neighbours.fit(final[m][0], X, groups=g, seed=settings.seed) for m in settings.models}
 
     ext_rows: list[dict] = []
     for name, (Xe, ye) in (external or {}).items():
         Xe, ye = external_inputs(name, Xe, ye, inputs)
         say(f"external cohort {name}: {len(Xe)} cases")
-        rows, frames = _external(name, Xe, ye, final, thresholds, best, classes, settings)
+        rows, frames = _external(name, Xe, ye, final, thresholds, best, classes, settings, neighbours)
         ext_rows += rows
         predictions = pd.concat([predictions, *frames], ignore_index=True)
     if ext_rows:
@@ -396,8 +406,10 @@ def fit_models(
                      is_best=name == best, external_metrics=external_rows, **inputs_card)
         model_dirs[name] = folder.model_dir(name)
         _save(pipeline, card, model_dirs[name])
+        save_neighbours(neighbours[name], model_dirs[name])
         if name == best:
             _save(pipeline, card, out_dir)
+            save_neighbours(neighbours[name], out_dir)
     for fit in cv.folds[best]:
         fold_card = _card(best, fit.estimator, fit.best_params, {}, X, y, classes, fit.threshold,
                           settings, repeat=fit.repeat, fold=fit.fold,
