@@ -372,6 +372,9 @@ def predict(
     result = predict_cases(loaded, X)
     write_csv(result.reset_index() if "case_id" not in result.columns else result, out)
     console.print(f"{len(result)} predictions → [bold]{out}[/]")
+    if "ood_flag" in result.columns and result["ood_flag"].any():  # a warning only: predictions are unchanged
+        console.print(f"{int(result['ood_flag'].sum())} case(s) unlike the training cases (ood_flag, beyond the "
+                      "99th percentile of the training cases' own distances): check their images and extraction")
     return EXIT_OK
 
 
