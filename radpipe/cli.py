@@ -597,6 +597,8 @@ def segment(
                                                     "or the seed box (default otsu).")] = None,
     watershed_on: Annotated[str | None, typer.Option(help="watershed: 'gradient' (flooded from the seeds, default) or "
                                                      "'distance' (splits touching objects).")] = None,
+    smoothing: Annotated[float | None, typer.Option(help="watershed: Gaussian sigma (mm) of the gradient; default one "
+                                                    "voxel; ultrasound speckle needs ~3 pixels.")] = None,
     seeds: Annotated[Path | None, typer.Option(help="CSV of seeds in mm: case_id,x,y,z (points) or "
                                                "case_id,x0,y0,z0,x1,y1,z1 (boxes).")] = None,
     seeds_from_masks: Annotated[str | None, typer.Option(help="Seeds from the cohort's own masks: 'centroid' or "
@@ -615,7 +617,7 @@ def segment(
     from radpipe.segment import SegmentSettings, segment_cohort
 
     given = {"threshold": threshold, "fraction": fraction, "radius": radius, "refine_with": refine_with,
-             "watershed_on": watershed_on}
+             "watershed_on": watershed_on, "smoothing": smoothing}
     settings = SegmentSettings(method, **{key: value for key, value in given.items() if value is not None})
     result = segment_cohort(dataset, out, settings, seeds=seeds, seeds_from=seeds_from_masks, compare=compare,
                             jobs=jobs)

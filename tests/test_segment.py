@@ -149,6 +149,8 @@ def test_otsu_on_a_dark_lesion_follows_the_seed():
     (SegmentSettings("snakes"), "--method"),
     (SegmentSettings("refine", refine_with="refine"), "--refine-with"),
     (SegmentSettings("watershed", watershed_on="edges"), "--watershed-on"),
+    (SegmentSettings("otsu", smoothing=3.0), "--smoothing"),
+    (SegmentSettings("watershed", smoothing=-1.0), "--smoothing"),
 ])
 def test_options_that_do_not_fit_are_refused(settings, key):
     with pytest.raises(ConfigError, match=key):
@@ -274,3 +276,31 @@ def test_docstring_examples_run(name):
 
     result = doctest.testmod(importlib.import_module(name))
     assert result.failed == 0 and result.attempted > 0, result
+
+
+# ------------------------------------------------------------------------------------------------- realdata
+
+@pytest.mark.realdata
+def test_sts_pet_suv_2_5_in_the_expert_box_agrees_with_the_expert_masks(data_dir, tmp_path):
+    # the STS masks are GTVs drawn with MR: they include low-uptake tissue, so PET thresholds stay below Dice 0.9
+    result = segment_cohort("sts_pet", tmp_path / "seg", SegmentSettings("threshold", threshold=2.5),
+                            seeds_from="box", compare="sts_pet")
+    summary = result.summary.set_index("measure")
+    assert result.n_failed == 0 and len(result.agreement) == 39
+    assert 0.65 < summary.loc["dice", "median"] < 0.85  # measured 0.742 (IQR 0.542-0.809)
+    relative = segment_cohort("sts_pet", tmp_path / "rel", SegmentSettings("relative", fraction=0.41),
+                              seeds_from="box", compare="sts_pet")
+    assert relative.summary.set_index("measure").loc["dice", "median"] < summary.loc["dice", "median"]
+
+
+@pytest.mark.realdata
+@pytest.mark.slow
+def test_busi_watershed_from_the_centroid(data_dir, tmp_path):
+    from radpipe.cohort import load_cohort
+
+    cohort = load_cohort("busi")
+    cohort = cohort.subset([case.case_id for case in cohort.cases[::7]])  # 42 lesions
+    result = segment_cohort(cohort, tmp_path / "ws", SegmentSettings("watershed", smoothing=3.0),
+                            seeds_from="centroid", compare=str(data_dir / "busi" / "masks"))
+    dice_median = result.summary.set_index("measure").loc["dice", "median"]
+    assert len(result.agreement) == 42 and dice_median > 0.75  # measured 0.85 on these 42

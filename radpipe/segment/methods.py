@@ -21,8 +21,8 @@ METHOD_OPTIONS: dict[str, set[str]] = {
     "relative": {"fraction", "radius"},
     "otsu": set(),
     "region_growing": {"threshold"},
-    "watershed": {"threshold", "watershed_on"},
-    "refine": {"threshold", "fraction", "radius", "refine_with", "watershed_on"},
+    "watershed": {"threshold", "watershed_on", "smoothing"},
+    "refine": {"threshold", "fraction", "radius", "refine_with", "watershed_on", "smoothing"},
 }
 REQUIRED = {"threshold": "threshold", "relative": "fraction"}
 #: Above this many candidate objects a QC warning says the threshold fragments the image.
@@ -39,11 +39,12 @@ class SegmentSettings:
     radius: float = 15.0              # mm around a seed point in which 'relative' looks for the maximum
     refine_with: str | None = None    # the method applied inside the rough mask (refine)
     watershed_on: str = "gradient"    # gradient (from the seed) or distance (splits touching objects)
+    smoothing: float | None = None    # mm, Gaussian sigma of the watershed's gradient (default: one voxel)
 
     def given(self) -> dict[str, object]:
         defaults = SegmentSettings(self.method)
         return {name: getattr(self, name) for name in ("threshold", "fraction", "radius", "refine_with",
-                                                       "watershed_on")
+                                                       "watershed_on", "smoothing")
                 if getattr(self, name) != getattr(defaults, name)}
 
 
@@ -71,6 +72,8 @@ def check_settings(settings: SegmentSettings) -> SegmentSettings:
     if settings.fraction is not None and not 0 < settings.fraction < 1:
         raise ConfigError(f"--fraction is a share of the maximum between 0 and 1, not {settings.fraction}",
                           key="--fraction")
+    if settings.smoothing is not None and settings.smoothing <= 0:
+        raise ConfigError(f"--smoothing is a Gaussian sigma in mm above 0, not {settings.smoothing}", key="--smoothing")
     if settings.watershed_on not in ("gradient", "distance"):
         raise ConfigError(f"--watershed-on is 'gradient' or 'distance', not {settings.watershed_on!r}",
                           key="--watershed-on")
@@ -150,7 +153,7 @@ def segment_image(image: sitk.Image, settings: SegmentSettings, seeds: Seeds | N
         if not anchors:
             raise CaseError("the gradient watershed floods from seed points, and this case has none "
                             "(give --seeds, or use --watershed-on distance)")
-        threshold, labels = None, _gradient_watershed(image, anchors, region)
+        threshold, labels = None, _gradient_watershed(image, anchors, region, settings.smoothing)
 
     if region is not None:
         labels = labels * region
@@ -243,11 +246,6 @@ def _components(foreground: np.ndarray) -> np.ndarray:
     return sitk.GetArrayFromImage(sitk.ConnectedComponent(sitk.GetImageFromArray(foreground.astype(np.uint8))))
 
 
-def _smoothed(image: sitk.Image) -> sitk.Image:
-    # speckle (ultrasound) and PET noise would stop a region or a watershed at single voxels
-    return sitk.SmoothingRecursiveGaussian(image, min(image.GetSpacing()))
-
-
 def _region_growing(image, array, settings, region, anchors):
     """ConnectedThreshold from the seeds above a fixed level, else ConfidenceConnected (mean ± 2.5 SD)."""
     seeds = [tuple(reversed(a)) for a in (anchors or [_argmax(array, region)])]
@@ -272,15 +270,18 @@ def _region_growing(image, array, settings, region, anchors):
     return threshold, _components(grown_array)
 
 
-def _gradient_watershed(image, anchors, region) -> np.ndarray:
+def _gradient_watershed(image, anchors, region, smoothing) -> np.ndarray:
     """Flood the gradient magnitude from the seeds (label 1) and from the image or box border (label 2)."""
-    gradient = sitk.GradientMagnitude(_smoothed(image))
+    # speckle needs a wider gradient and a seed marker of a few voxels (BUSI, 42 cases from the centroid: median
+    # Dice 0.58 with sigma 1 pixel and a 1-pixel marker, 0.85 with sigma 3 pixels and a 7-pixel-wide marker);
+    # a small PET sphere (radius 6 voxels) loses its rim with sigma 3 voxels (Dice 0.75 against 0.97 with 1)
+    gradient = sitk.GradientMagnitudeRecursiveGaussian(image, smoothing or min(image.GetSpacing()))
     markers = np.zeros(sitk.GetArrayViewFromImage(image).shape, dtype=np.uint32)
     outer = np.ones_like(markers, dtype=bool) if region is None else region
     border = outer & ~_eroded(outer)
     markers[border] = 2
     for a in anchors:
-        markers[a] = 1
+        markers[tuple(slice(max(0, i - 3), i + 4) for i in a)] = 1
     marker_image = sitk.GetImageFromArray(markers)
     marker_image.CopyInformation(image)
     flooded = sitk.MorphologicalWatershedFromMarkers(gradient, marker_image, markWatershedLine=False,

@@ -202,9 +202,10 @@ def _on_grid(mask: sitk.Image, image: sitk.Image) -> sitk.Image:
 def _images(cohort: Cohort) -> dict[str, Path]:
     """Every image of the cohort, including images that have no mask yet (images/ + masks/ layouts)."""
     images = {case.case_id: case.image for case in cohort.cases}
-    if cohort.spec.layout == "folders":
+    unpaired = {problem.case_id for problem in cohort.problems}  # discovery lists images without masks there
+    if cohort.spec.layout == "folders" and unpaired:
         found = _index_files(cohort.spec.root, cohort.spec.images, cohort.spec.case_pattern, "image", [])
-        images = {**found, **images}
+        images = {**{cid: path for cid, path in found.items() if cid in unpaired}, **images}
     return images
 
 
