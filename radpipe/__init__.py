@@ -50,6 +50,8 @@ _EXPORTS = {
     "explain_model": ("radpipe.explain.report", "explain"),
     "write_reports": ("radpipe.explain.report", "explain"),  # SHAP/LIME tables + cohort and patient pages
     "run_recipe": ("radpipe.pipeline", "run_recipe"),
+    "SegmentSettings": ("radpipe.segment.methods", "SegmentSettings"),
+    "segment_cohort": ("radpipe.segment.stage", "segment_cohort"),
 }
 
 __getattr__, __dir__, __all__ = lazy_exports("radpipe", _EXPORTS)
