@@ -304,3 +304,14 @@ def test_busi_watershed_from_the_centroid(data_dir, tmp_path):
                             seeds_from="centroid", compare=str(data_dir / "busi" / "masks"))
     dice_median = result.summary.set_index("measure").loc["dice", "median"]
     assert len(result.agreement) == 42 and dice_median > 0.75  # measured 0.85 on these 42
+
+
+def test_an_unreadable_mask_does_not_stop_seeds_from_masks(tmp_path):
+    root = _cohort(tmp_path, n=2)
+    (root / "masks" / "c1.nii.gz").write_bytes(b"not a nifti file")
+    result = segment_cohort(str(root), tmp_path / "seg", SegmentSettings("threshold", threshold=2.5),
+                            seeds_from="centroid", compare=str(root / "masks"))
+    qc = result.qc.set_index("case_id")
+    assert list(qc["status"]) == ["ok", "ok"] and qc.loc["c1", "seeds"] == ""  # no seed: the largest object
+    assert "not compared" in qc.loc["c1", "warnings"]
+    assert list(result.agreement["case_id"]) == ["c0"]

@@ -94,9 +94,7 @@ def segment_cohort(dataset: str | Path | Cohort, out: str | Path, settings: Segm
     rough = {case.case_id: case.mask for case in cohort.cases}
     out_dir.mkdir(parents=True, exist_ok=True)
     if seeds_from is not None:
-        spacing = cohort.spec.spacing_2d
-        table = seeds_from_masks({cid: read_mask(path, spacing_2d=spacing)[0] for cid, path in rough.items()},
-                                 kind=seeds_from)
+        table = seeds_from_masks(_readable_masks(rough, cohort.spec.spacing_2d), kind=seeds_from)
         table.to_csv(out_dir / "seeds.csv", index=False)
         seeds = out_dir / "seeds.csv"
     if isinstance(seeds, pd.DataFrame):
@@ -181,6 +179,17 @@ def _agreement(case_id, mask, expert_path, image, spacing_2d, row):
         row["warnings"] = "; ".join(filter(None, [row["warnings"], f"not compared: {exc.reason}"]))
         return None
     return {**agreement_row(case_id, mask, expert), "status": row["status"]}
+
+
+def _readable_masks(paths: dict[str, Path], spacing_2d) -> dict[str, sitk.Image]:
+    """The masks that can be read; a case whose mask cannot gets no seed, so the largest object is kept."""
+    masks = {}
+    for case_id, path in paths.items():
+        try:
+            masks[case_id] = read_mask(path, spacing_2d=spacing_2d)[0]
+        except CaseError:
+            continue
+    return masks
 
 
 def _voxel_volume(image: sitk.Image) -> float:
