@@ -190,6 +190,8 @@ def test_patient_pages_show_similar_patients_and_the_flag(trained, tmp_path):
     # an external (new) case: the twin may be shown, and the shifted intensities raise the flag
     new_page = result.patient_pages["case_007_pet10"].read_text()
     assert "Unlike the patients this model was trained on" in new_page and "100th percentile" in new_page
+    assert "Even the nearest of them is far from this patient" in new_page
+    assert "other cases of their group are left out" in cv_page and "typically (median) at" in cv_page
     assert 'id="similar-table"' in new_page
     patients = pd.read_csv(tmp_path / "explain" / "patients.csv", dtype={"case_id": str}).set_index("case_id")
     assert bool(patients.loc["case_007_pet10", "ood_flag"]) and patients.loc["case_007_pet10", "ood_source"] == "final"
