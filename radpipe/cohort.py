@@ -237,8 +237,8 @@ def detect_layout(folder: str | Path, *, base: DatasetSpec | None = None) -> Lay
     Examples
     --------
     >>> import tempfile
-    >>> from tests.synth import make_cohort
-    >>> guess = detect_layout(make_cohort(Path(tempfile.mkdtemp()) / "study", n=3))
+    >>> from radpipe.demo import make_demo_cohort  # a small synthetic images/ + masks/ cohort
+    >>> guess = detect_layout(make_demo_cohort(Path(tempfile.mkdtemp()) / "study", n_cases=3))
     >>> guess.layout, guess.summary
     ('folders', 'images/ + masks/ folders: 3 images, 3 masks, labels.csv')
     """

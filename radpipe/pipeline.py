@@ -80,9 +80,20 @@ def run_recipe(recipe: Recipe, recipe_dir: Path, out_dir: str | Path, *, jobs: i
 
     Examples
     --------
-    >>> from radpipe.config import load_recipe
-    >>> result = run_recipe(load_recipe("pipelines/demo.yaml"), Path("pipelines"), "out/demo")  # doctest: +SKIP
-    >>> result.metrics[["model", "auc"]]  # doctest: +SKIP
+    A recipe written in a notebook, on a small synthetic cohort:
+
+    >>> import tempfile
+    >>> from radpipe.config import Recipe
+    >>> from radpipe.demo import make_demo_cohort
+    >>> work = Path(tempfile.mkdtemp())
+    >>> cohort = make_demo_cohort(work / "cohort", n_cases=20)
+    >>> recipe = Recipe.model_validate({
+    ...     "name": "small", "dataset": str(cohort),
+    ...     "extract": {"featureClass": {"shape": [], "firstorder": []}},
+    ...     "model": {"models": ["logreg"], "positive_class": "aggressive", "outer_folds": 4, "bootstrap": 0}})
+    >>> result = run_recipe(recipe, work, work / "out", explain=False)
+    >>> result.metrics.loc[0, ["cohort", "model"]].tolist(), bool(0.5 < result.metrics.loc[0, "auc"] <= 1)
+    (['cv', 'logreg'], True)
     """
     from radpipe.model.inputs import (
         LABEL_COLUMN,

@@ -3,7 +3,6 @@ voxel-spacing warnings; the cohort survey behind them."""
 
 from __future__ import annotations
 
-import doctest
 import json
 from pathlib import Path
 
@@ -13,7 +12,7 @@ import pytest
 import SimpleITK as sitk
 
 from radpipe.cohort import load_cohort
-from radpipe.extract import discretisation, feature_qc, survey
+from radpipe.extract import discretisation
 from radpipe.extract.discretisation import grey_levels, read_discretisation
 from radpipe.extract.feature_qc import degenerate_features
 from radpipe.extract.settings import ExtractSettings
@@ -275,12 +274,6 @@ def test_degenerate_features_names_constant_missing_and_placeholder_columns():
         "original_ngtdm_Coarseness": "pyradiomics placeholder 1e+06 in 1 of 3 cases (radiomics/ngtdm.py "
                                      "getCoarsenessFeatureValue, for a flat region): not a measurement",
     }
-
-
-def test_module_examples_run():
-    for module in (discretisation, feature_qc, survey):
-        result = doctest.testmod(module, optionflags=doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE)
-        assert result.failed == 0 and result.attempted > 0, module.__name__
 
 
 # --- real data -----------------------------------------------------------------------------------------------

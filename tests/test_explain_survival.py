@@ -293,13 +293,3 @@ def test_survival_pages_render_in_chromium(report, tmp_path):
             assert 1 <= len(re.findall(rb"/Type\s*/Page[^s]", pdf)) <= 2  # a patient page prints on at most two A4 pages
         finally:
             browser.close()
-
-
-@pytest.mark.parametrize("module", ["radpipe.explain.survival_numbers", "radpipe.explain.survival_shap",
-                                    "radpipe.explain.survival_report"])
-def test_docstring_examples_run(module):
-    import doctest
-    import importlib
-
-    result = doctest.testmod(importlib.import_module(module), optionflags=doctest.ELLIPSIS)
-    assert result.attempted > 0 and result.failed == 0

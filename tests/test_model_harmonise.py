@@ -146,15 +146,6 @@ def test_constant_features_keep_their_value_and_numeric_batches_work():
     np.testing.assert_allclose(harmoniser.transform(floats), out.to_numpy())
 
 
-def test_docstring_example_runs():
-    import doctest
-
-    import radpipe.model._combat
-
-    result = doctest.testmod(radpipe.model._combat, optionflags=doctest.NORMALIZE_WHITESPACE)
-    assert result.failed == 0 and result.attempted > 0
-
-
 class _BatchFromValue(ComBatHarmoniser):
     """For scikit-learn's generic checks only: their random data has no batch column, so the batch of a row is
     derived from the value in ``batch_column`` (two batches, the same for a row wherever it appears)."""

@@ -213,10 +213,3 @@ def test_neighbours_fit_on_a_plain_pipeline():
     assert found["neighbour"].tolist() == ["case_003_twin"]
 
 
-def test_docstring_examples_run():
-    import doctest
-
-    import radpipe.model.neighbours as module
-
-    result = doctest.testmod(module, optionflags=doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE)
-    assert result.failed == 0 and result.attempted >= 3, result

@@ -151,16 +151,6 @@ def test_multiclass_pages_lead_with_out_of_fold_probability_and_confusion_reprod
     assert float(_element(html, "roc-caption")[0]["data-auc"]) == pytest.approx(row["auc"], abs=1e-12)
 
 
-@pytest.mark.parametrize("name", ["radpipe.explain.performance", "radpipe.explain.pages", "radpipe.explain._format",
-                                  "radpipe.extract.slices"])
-def test_docstring_examples_of_the_report_modules(name):
-    import doctest
-    import importlib
-
-    result = doctest.testmod(importlib.import_module(name), optionflags=doctest.ELLIPSIS)
-    assert result.failed == 0 and result.attempted > 0, result
-
-
 def test_fold_stability_says_not_selected_exactly_where_a_fold_dropped_the_feature(binary_run):
     from radpipe.model.persist import load_model
 

@@ -269,15 +269,6 @@ def test_a_seed_file_with_wrong_columns_exits_2(tmp_path):
     assert result.exit_code == 2 and "x" in result.output and "seeds.csv" in result.output
 
 
-@pytest.mark.parametrize("name", ["radpipe.segment.methods", "radpipe.segment.seeds", "radpipe.segment.agreement"])
-def test_docstring_examples_run(name):
-    import doctest
-    import importlib
-
-    result = doctest.testmod(importlib.import_module(name))
-    assert result.failed == 0 and result.attempted > 0, result
-
-
 # ------------------------------------------------------------------------------------------------- realdata
 
 @pytest.mark.realdata

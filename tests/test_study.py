@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import doctest
 import re
 
 import numpy as np
@@ -149,12 +148,6 @@ def test_missing_cohort_is_exit_2(tmp_path):
     result = runner.invoke(app, ["init", str(tmp_path / "study"), "--cohort", str(tmp_path / "nope")])
     assert result.exit_code == 2 and "nope does not exist" in said(result)
     assert not (tmp_path / "study").exists()
-
-
-def test_docstring_example_runs():
-    result = doctest.testmod(radpipe.study, optionflags=doctest.ELLIPSIS)
-    assert result.failed == 0 and result.attempted > 0
-
 
 
 def test_init_on_a_dicom_export(tmp_path):

@@ -312,15 +312,6 @@ def test_without_the_extra_classifiers_train_and_survival_names_the_install(monk
     assert 0.5 < result.metrics.loc[0, "auc"] <= 1.0
 
 
-def test_docstring_examples_run():
-    import doctest
-
-    import radpipe.model.survival as module
-
-    result = doctest.testmod(module, optionflags=doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE)
-    assert result.failed == 0 and result.attempted > 10, result
-
-
 @pytest.mark.realdata
 def test_sts_survival_recipe_validates(data_dir, monkeypatch):
     from typer.testing import CliRunner

@@ -1,7 +1,7 @@
 """Explain stage: SHAP and LIME values and the HTML reports built from them.
 
->>> from radpipe.explain import explain, ExplainSettings  # doctest: +SKIP
->>> explain("out/models/rf", features, "out/explain", labels=labels, n_jobs=2)  # doctest: +SKIP
+The entry point is :func:`radpipe.explain.report.explain` (``radpipe.explain_model``), whose docstring holds
+a runnable example: a model folder and a feature table in, ``cohort.html`` and one page per patient out.
 """
 
 from radpipe._lazy import lazy_exports

@@ -134,9 +134,20 @@ def explain(
 
     Examples
     --------
-    >>> result = explain("out/models", features, "out/explain", labels=labels, n_jobs=2)  # doctest: +SKIP
-    >>> result.patient_pages["case_001"]  # doctest: +SKIP
-    PosixPath('out/explain/patients/case_001.html')
+    >>> import tempfile
+    >>> import numpy as np, pandas as pd
+    >>> from radpipe.model import ModelSettings, train_models
+    >>> rng = np.random.default_rng(0)
+    >>> y = pd.Series(["benign", "malignant"] * 15, index=[f"case_{i:03d}" for i in range(30)])
+    >>> X = pd.DataFrame({"original_firstorder_Mean": rng.normal(size=30) + (y == "malignant") * 2,
+    ...                   "original_shape_Sphericity": rng.uniform(0.5, 0.9, 30)}, index=y.index)
+    >>> work = Path(tempfile.mkdtemp())
+    >>> _ = train_models(X, y, ModelSettings(models=["logreg"], positive_class="malignant", bootstrap=0),
+    ...                  work / "models")
+    >>> result = explain(work / "models", X, work / "explain", labels=y, patients=["case_001"],
+    ...                  settings=ExplainSettings(lime_samples=200))
+    >>> result.patient_pages["case_001"].name, result.cohort_page.name
+    ('case_001.html', 'cohort.html')
     """
     started = time.time()
     settings = settings or ExplainSettings()

@@ -118,13 +118,18 @@ def index_dicom_tree(root: str | Path) -> DicomIndex:
 
     Examples
     --------
-    >>> import tempfile
-    >>> from tests.dicom_trees import write_dicom_tree
+    A CT slice without a structure set is an image series, but not a case:
+
+    >>> import shutil, tempfile
+    >>> from pydicom.data import get_testdata_file
     >>> root = Path(tempfile.mkdtemp())
-    >>> written = write_dicom_tree(root)
+    >>> (root / "PAT1" / "CT").mkdir(parents=True)
+    >>> _ = shutil.copy(get_testdata_file("CT_small.dcm"), root / "PAT1" / "CT" / "1.dcm")
     >>> index = index_dicom_tree(root)
-    >>> sorted(case.case_id for case in index.cases) == sorted(written["cases"])
-    True
+    >>> len(index.cases), len(index.unsegmented)
+    (0, 1)
+    >>> index.summary()
+    'DICOM tree: 0 case(s) from 1 DICOM file(s); 1 image series without an RTSTRUCT or SEG (not cases)'
     """
     import pydicom
 
