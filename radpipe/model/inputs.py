@@ -536,21 +536,7 @@ def training_inputs(
     X, dropped = _numeric_features(X)
     X, dropped = _without_degenerate(X, dropped)
 
-    if groups is None and settings.group_column:
-        if settings.group_column not in table.columns:
-            raise ConfigError(f"no group column '{settings.group_column}' in the labels table (columns found: "
-                              f"{_shown(table.columns)})", file=source, key="group_column")
-        groups = table[settings.group_column]
-    if groups is not None:
-        groups = groups.copy()
-        groups.index = groups.index.map(str)
-        groups = groups.reindex(X.index).map(batch_label)
-        absent = groups.index[groups.isna()]
-        if len(absent):
-            raise ConfigError(f"{len(absent)} case(s) have no group, e.g. {absent[:5].tolist()}", file=source,
-                              key="group_column")
-        if not settings.group_column:
-            settings = settings.model_copy(update={"group_column": str(groups.name or "group")})
+    groups, settings = _case_groups(X.index, table, groups, settings, source=source, what="labels table")
 
     classes, settings = resolve_classes(y, settings, declared=declared_positive, dataset=dataset)
     plan = plan_folds(y.value_counts().to_dict(), settings)
@@ -562,6 +548,31 @@ def training_inputs(
         X[settings.batch_column] = batches.to_numpy()
     return ModelInputs(X=X, y=y.astype(str), classes=classes, settings=settings, folds=plan, groups=groups,
                        batches=batches, dropped=dropped, n_unlabelled=n_unlabelled)
+
+
+def _case_groups(index: pd.Index, table: pd.DataFrame, groups: pd.Series | None, settings: ModelSettings, *,
+                 source: str | None, what: str) -> tuple[pd.Series | None, ModelSettings]:
+    """Each case's group for grouped CV: ``groups`` when given, else the table's ``settings.group_column``.
+
+    Every case needs a group; the settings name the column used, so the model card says what grouped the folds.
+    """
+    if groups is None and settings.group_column:
+        if settings.group_column not in table.columns:
+            raise ConfigError(f"no group column '{settings.group_column}' in the {what} (columns found: "
+                              f"{_shown(table.columns)})", file=source, key="group_column")
+        groups = table[settings.group_column]
+    if groups is None:
+        return None, settings
+    groups = groups.copy()
+    groups.index = groups.index.map(str)
+    groups = groups.reindex(index).map(batch_label)
+    absent = groups.index[groups.isna()]
+    if len(absent):
+        raise ConfigError(f"{len(absent)} case(s) have no group, e.g. {absent[:5].tolist()}", file=source,
+                          key="group_column")
+    if not settings.group_column:
+        settings = settings.model_copy(update={"group_column": str(groups.name or "group")})
+    return groups, settings
 
 
 def _case_indexed(features: pd.DataFrame, what: str) -> pd.DataFrame:
@@ -821,20 +832,7 @@ def survival_training_inputs(features: pd.DataFrame, outcomes: pd.DataFrame, set
     X, time, event = X.loc[labelled], time.loc[labelled], event.loc[labelled]
     X, dropped = _numeric_features(X)
     X, dropped = _without_degenerate(X, dropped)
-    if groups is None and settings.group_column:
-        if settings.group_column not in table.columns:
-            raise ConfigError(f"no group column '{settings.group_column}' in the outcome table (columns found: "
-                              f"{_shown(table.columns)})", file=source, key="group_column")
-        groups = table[settings.group_column]
-    if groups is not None:
-        groups = groups.copy()
-        groups.index = groups.index.map(str)
-        groups = groups.reindex(X.index).map(batch_label)
-        if groups.isna().any():
-            raise ConfigError(f"{int(groups.isna().sum())} case(s) have no group, e.g. "
-                              f"{groups.index[groups.isna()][:5].tolist()}", file=source, key="group_column")
-        if not settings.group_column:
-            settings = settings.model_copy(update={"group_column": str(groups.name or "group")})
+    groups, settings = _case_groups(X.index, table, groups, settings, source=source, what="outcome table")
     plan = _check_events(event, settings, source=source)
     settings = plan.settings(settings)
     if batches is not None:
