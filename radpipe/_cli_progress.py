@@ -95,16 +95,16 @@ class ConsoleHooks(RunHooks):
             yield progress, step
 
     def trained(self, result) -> None:
+        """One table per cohort (cross-validated first): AUC for classifiers, concordance for survival models."""
         metrics = result.metrics
-        summary_table(f"models → {result.out_dir}", [
-            (row.model, f"AUC {row.auc:.3f} (95% CI {row.auc_ci_low:.3f}–{row.auc_ci_high:.3f})"
-             + (" [bold]best[/]" if row.model == result.best_model else ""))
-            for row in metrics[metrics["cohort"] == "cv"].itertuples()
-        ])
-        for cohort in [c for c in metrics["cohort"].unique() if c != "cv"]:
+        survival = "c_harrell" in metrics.columns
+        for cohort in ["cv", *(c for c in metrics["cohort"].unique() if c != "cv")]:
             rows = metrics[metrics["cohort"] == cohort]
-            summary_table(f"external cohort {cohort}", [
-                (row.model, f"AUC {row.auc:.3f} (95% CI {row.auc_ci_low:.3f}–{row.auc_ci_high:.3f})")
+            title = f"models → {result.out_dir}" if cohort == "cv" else f"external cohort {cohort}"
+            summary_table(title, [
+                (row.model, (_concordance(row) if survival else
+                             f"AUC {row.auc:.3f} (95% CI {row.auc_ci_low:.3f}–{row.auc_ci_high:.3f})")
+                 + (" [bold]best[/]" if cohort == "cv" and row.model == result.best_model else ""))
                 for row in rows.itertuples()])
 
     @contextmanager
@@ -117,3 +117,8 @@ class ConsoleHooks(RunHooks):
                 last["done"] = done
 
             yield progress
+
+
+def _concordance(row) -> str:
+    return (f"Harrell's C {row.c_harrell:.3f} ({row.c_harrell_ci_low:.3f}–{row.c_harrell_ci_high:.3f}), "
+            f"Uno's C {row.c_uno:.3f}, log-rank p {row.logrank_p:.2g}")

@@ -174,11 +174,8 @@ def train(
     With --time and --event the outcome is time to event: survival models (coxnet, rsf, gbsa; needs
     `pip install "radpipe[survival]"`) scored by Harrell's and Uno's C, time-dependent AUC and risk groups.
     """
-    from radpipe._cli_progress import ConsoleHooks
-    from radpipe.extract.discretisation import read_discretisation
     from radpipe.model.inputs import modelling_table, read_features, read_outcomes, training_inputs
     from radpipe.model.train import fit_models
-    from radpipe.model.validate import fit_count
 
     spec, _ = _load_recipe(recipe)
     update = {"n_jobs": jobs}
@@ -208,58 +205,35 @@ def train(
     table = read_outcomes(labels, label_column=label_column, key="--labels")
     X = modelling_table(read_features(features, key="FEATURES"), spec.extract.aggregate)
     inputs = training_inputs(X, table, settings, label_column=label_column, source=str(labels))
+    return _fit_with_progress(fit_models, inputs, out, features)
+
+
+def _fit_with_progress(fit, inputs, out: Path, features: Path) -> int:
+    """Say what was checked, train with a progress bar, and print the summary (classifiers and survival)."""
+    from radpipe._cli_progress import ConsoleHooks
+    from radpipe.extract.discretisation import read_discretisation
+    from radpipe.model.validate import fit_count
+
     hooks = ConsoleHooks()
     console.print(repr(inputs), highlight=False, markup=False)
     for message in inputs.notes():
         hooks.note(message)
     with hooks.training(fit_count(inputs.settings)) as (progress, advance):
-        result = fit_models(inputs, out, progress=progress, advance=advance,
-                            discretisation=read_discretisation(features))
+        result = fit(inputs, out, progress=progress, advance=advance, discretisation=read_discretisation(features))
     hooks.trained(result)
     return EXIT_OK
 
 
 def _train_survival(features: Path, labels: Path, out: Path, settings, spec) -> int:
-    from radpipe.extract.discretisation import read_discretisation
     from radpipe.model.inputs import modelling_table, read_features, read_outcomes, survival_training_inputs
     from radpipe.model.survival import fit_survival_models, require_survival
-    from radpipe.model.validate import fit_count
 
     require_survival()
     outcome = settings.outcome
     table = read_outcomes(labels, label_column=None, columns=[outcome.time, outcome.event], key="--labels")
     X = modelling_table(read_features(features, key="FEATURES"), spec.extract.aggregate)
     inputs = survival_training_inputs(X, table, settings, source=str(labels))
-    hooks = _console_hooks()
-    console.print(repr(inputs), highlight=False, markup=False)
-    for message in inputs.notes():
-        hooks.note(message)
-    with hooks.training(fit_count(inputs.settings)) as (progress, advance):
-        result = fit_survival_models(inputs, out, progress=progress, advance=advance,
-                                     discretisation=read_discretisation(features))
-    hooks.trained(result)
-    return EXIT_OK
-
-
-def _console_hooks(**kwargs):
-    """The console hooks, with a summary table of concordance for survival models."""
-    from radpipe._cli_progress import ConsoleHooks
-
-    class Hooks(ConsoleHooks):
-        def trained(self, result) -> None:
-            metrics = result.metrics
-            if "c_harrell" not in metrics.columns:
-                return super().trained(result)
-            for cohort in metrics["cohort"].unique():
-                rows = metrics[metrics["cohort"] == cohort]
-                title = f"models → {result.out_dir}" if cohort == "cv" else f"external cohort {cohort}"
-                summary_table(title, [
-                    (row.model, f"Harrell's C {row.c_harrell:.3f} ({row.c_harrell_ci_low:.3f}–"
-                     f"{row.c_harrell_ci_high:.3f}), Uno's C {row.c_uno:.3f}, log-rank p {row.logrank_p:.2g}"
-                     + (" [bold]best[/]" if cohort == "cv" and row.model == result.best_model else ""))
-                    for row in rows.itertuples()])
-
-    return Hooks(**kwargs)
+    return _fit_with_progress(fit_survival_models, inputs, out, features)
 
 
 @app.command()
@@ -325,12 +299,13 @@ def run(
     debug: Debug = False,
 ) -> int:
     """Run a recipe end to end: extract → train → explain."""
+    from radpipe._cli_progress import ConsoleHooks
     from radpipe.config import load_recipe
     from radpipe.pipeline import run_recipe
 
     spec = load_recipe(recipe)
     result = run_recipe(spec, recipe.resolve().parent, out, jobs=jobs, scheduler=scheduler, explain=not no_explain,
-                        pseudonymise=pseudonymise, hooks=_console_hooks(show_case_ids=pseudonymise is None))
+                        pseudonymise=pseudonymise, hooks=ConsoleHooks(show_case_ids=pseudonymise is None))
     if result.explain_dir:
         console.print(f"cohort report: [bold]{result.explain_dir / 'cohort.html'}[/]")
     return EXIT_CASES_FAILED if result.n_failed else EXIT_OK
