@@ -161,7 +161,7 @@ def test_recipe_whose_cohort_folder_is_missing_is_exit_2(installed, command):
 
 
 # ---------------------------------------------------------------------------------------------------------
-# Finding 5 (helper H3): `radpipe extract path/to/cohort` on PET in SUV used pyradiomics' binWidth 25, so most
+# Finding 5: `radpipe extract path/to/cohort` on PET in SUV used pyradiomics' binWidth 25, so most
 # ROIs had one grey level (Uniformity 1, NGTDM Coarseness 1e6, GLCM Contrast 0) and varying voxel spacing went
 # unmentioned. Now the bin width is chosen from the data and said, a bad recipe width and the spacing are warned
 # about, and an external cohort reuses the training cohort's width with --reference.
@@ -215,7 +215,7 @@ def test_extract_external_cohort_with_reference_reuses_the_frozen_width(tmp_path
 
 
 # ---------------------------------------------------------------------------------------------------------
-# Findings 3, 4, 6, 7 and 9 (helper H4): model inputs checked in one place (radpipe.model.inputs).
+# Findings 3, 4, 6, 7 and 9: model inputs checked in one place (radpipe.model.inputs).
 # 3: default `radpipe train` on 12 cases (6/6) exited 3: the SVM's calibration CV asked for 3 folds of
 #    inner folds holding fewer cases. 4: string labels without a positive class silently made the minority
 #    class positive. 6: user mistakes exited 3. 7: `validate` accepted a labels file `run` refused.
@@ -391,7 +391,7 @@ def test_extract_rates_agree_and_a_cached_rerun_says_so(tmp_path):
 
 
 # ---------------------------------------------------------------------------------------------------------
-# Finding 8 (helper H2): a per-case folder whose mask/ held the RTSTRUCT was read as an image series ("No DICOM
+# Finding 8: a per-case folder whose mask/ held the RTSTRUCT was read as an image series ("No DICOM
 # image series in .../mask"); a one-structure RTSTRUCT still demanded extract.roi_name; a folder of per-case
 # folders needed `layout: per_case` in datasets.yaml.
 # ---------------------------------------------------------------------------------------------------------
