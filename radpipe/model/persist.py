@@ -214,19 +214,22 @@ def _survival_card_lines(card: dict) -> list[str]:
 def render_model_card(card: dict) -> str:
     """The model card as Markdown: what the model is, the data it saw, how it was validated and how it scored."""
     lines = [f"# Model card: {card.get('model_name', 'model')}", ""]
-    if card.get("outcome_type") == "survival":
-        if card.get("is_best") is not None:
-            lines += [f"Best model of the comparison: {'yes' if card['is_best'] else 'no'}", ""]
-        lines += _survival_card_lines(card)
-        for title, key in _CARD_SECTIONS:
-            if card.get(key):
-                lines += ["", f"## {title}", str(card[key])]
-        lines += ["", "## Selected features", ""] + [f"- `{name}`" for name in card.get("selected_features", [])]
-        versions = card.get("versions") or software_versions()
-        lines += ["", "## Software", ", ".join(f"{k} {v}" for k, v in versions.items()), ""]
-        return "\n".join(lines)
     if card.get("is_best") is not None:
         lines += [f"Best model of the comparison: {'yes' if card['is_best'] else 'no'}", ""]
+    survival = card.get("outcome_type") == "survival"
+    lines += _survival_card_lines(card) if survival else _classifier_card_lines(card)
+    for title, key in _CARD_SECTIONS:
+        if card.get(key):
+            lines += ["", f"## {title}", str(card[key])]
+    lines += ["", "## Selected features", ""] + [f"- `{name}`" for name in card.get("selected_features", [])]
+    versions = card.get("versions") or software_versions()
+    lines += ["", "## Software", ", ".join(f"{k} {v}" for k, v in versions.items()), ""]
+    return "\n".join(lines)
+
+
+def _classifier_card_lines(card: dict) -> list[str]:
+    """The outcome, validation and performance sections of a binary or multi-class model's card."""
+    lines: list[str] = []
     classes = card.get("classes", [])
     multiclass = len(classes) > 2
     counts = card.get("class_counts", {})
@@ -283,13 +286,7 @@ def render_model_card(card: dict) -> str:
         lines += ["", f"External cohort **{cohort}**: n={row.get('n')}, {macro}AUC {_fmt(row.get('auc'))} "
                   f"({_fmt(row.get('auc_ci_low'))}–{_fmt(row.get('auc_ci_high'))}), {macro}sensitivity "
                   f"{_fmt(row.get('sensitivity'))}, {macro}specificity {_fmt(row.get('specificity'))}"]
-    for title, key in _CARD_SECTIONS:
-        if card.get(key):
-            lines += ["", f"## {title}", str(card[key])]
-    lines += ["", "## Selected features", ""] + [f"- `{name}`" for name in card.get("selected_features", [])]
-    versions = card.get("versions") or software_versions()
-    lines += ["", "## Software", ", ".join(f"{k} {v}" for k, v in versions.items()), ""]
-    return "\n".join(lines)
+    return lines
 
 
 def write_model_card_md(card: dict, model_dir: str | Path) -> Path:
