@@ -107,17 +107,25 @@ def _waterfall(contrib: pd.Series, raw: pd.Series, base: float, prob: float, thr
     def at(v):
         return round(100 * (float(v) - lo) / span, 3)
 
+    rows = waterfall_rows(steps, base, raw, at, span)
+    step = next(s for s in (0.01, 0.02, 0.05, 0.1, 0.2, 0.25) if span / s <= 8)
+    ticks = [(at(t), f"{t:.2f}") for t in np.arange(np.ceil(lo / step) * step, hi + 1e-9, step)]
+    return {"rows": rows, "ticks": ticks, "base": at(base), "prob": at(prob),
+            "threshold": None if threshold is None else at(threshold),
+            "base_value": base, "probability": prob}
+
+
+def waterfall_rows(steps: list[tuple[str, float]], base: float, raw: pd.Series, at, span: float) -> list[dict]:
+    """One HTML waterfall row per (label, contribution) step, walking from ``base``: its bar's left edge and width
+    in percent of the axis (``at`` maps a value to its position, ``span`` is the axis length), the patient's
+    value of the feature when known, and whether it pushes up."""
     rows, level = [], base
     for name, d in steps:
         rows.append({"label": name, "value": raw.get(name) if name in raw.index else None, "delta": d,
                      "left": at(min(level, level + d)), "width": max(0.4, round(100 * abs(d) / span, 3)),
                      "up": d >= 0, "end": at(level + d)})
         level += d
-    step = next(s for s in (0.01, 0.02, 0.05, 0.1, 0.2, 0.25) if span / s <= 8)
-    ticks = [(at(t), f"{t:.2f}") for t in np.arange(np.ceil(lo / step) * step, hi + 1e-9, step)]
-    return {"rows": rows, "ticks": ticks, "base": at(base), "prob": at(prob),
-            "threshold": None if threshold is None else at(threshold),
-            "base_value": base, "probability": prob}
+    return rows
 
 
 def _bars(series: pd.Series, width: int = 160) -> list[dict]:

@@ -22,7 +22,7 @@ from radpipe.explain import plots
 from radpipe.explain._format import plain_number
 from radpipe.explain.attributions import write_csv
 from radpipe.explain.headline import training_cases
-from radpipe.explain.pages import b64, card_rows, env, feature_labels
+from radpipe.explain.pages import b64, card_rows, env, feature_labels, waterfall_rows
 from radpipe.explain.shap_values import original_name_map, parse_feature_name, to_original
 from radpipe.explain.survival_numbers import (
     SOURCE_TEXT,
@@ -222,12 +222,7 @@ def _risk_waterfall(contrib: pd.Series, raw: pd.Series, base: float, risk: float
     def at(v):
         return round(100 * (float(v) - lo) / span, 3)
 
-    rows, level = [], base
-    for name, d in steps:
-        rows.append({"label": name, "value": raw.get(name) if name in raw.index else None, "delta": d,
-                     "left": at(min(level, level + d)), "width": max(0.4, round(100 * abs(d) / span, 3)),
-                     "up": d >= 0})
-        level += d
+    rows = waterfall_rows(steps, base, raw, at, span)
     values = [t for t in MaxNLocator(nbins=6, steps=[1, 2, 2.5, 5, 10]).tick_values(lo, hi) if lo <= t <= hi]
     # as few decimals as write every tick exactly: 0.01, 0.02 rather than 0.0100, 0.0200
     step = values[1] - values[0] if len(values) > 1 else span
