@@ -13,7 +13,7 @@ export MPLBACKEND ?= Agg
 $(STAMP): setup.cfg pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e ".[dev,survival]"
+	$(BIN)/python -m pip install --quiet -e ".[dev,survival,ibsi]"
 	$(BIN)/python -m ipykernel install --sys-prefix --name python3 >/dev/null
 	touch $(STAMP)
 
