@@ -25,6 +25,15 @@ TIMINGS_FILE = "timings.json"
 TRAIN_FEATURES_FILE = "train_features.csv"
 TRAIN_LABELS_FILE = "train_labels.csv"  # case_id,label; a survival model's: case_id,time,event
 CALIBRATION_SURVIVAL_FILE = "calibration_survival.csv"  # survival models: predicted vs Kaplan–Meier by risk tertile
+DECISION_CURVE_FILE = "decision_curve.csv"  # binary: net benefit per cohort, model and threshold (model.decision_curve)
+DECISION_CURVE_FIGURE = "decision_curve.png"
+CALIBRATION_CURVE_FILE = "calibration_curve.csv"  # binary: binned and smoothed observed vs predicted
+CALIBRATION_SUMMARY_FILE = "calibration_summary.csv"  # binary: calibration-in-the-large and slope with CIs
+CALIBRATION_CURVE_FIGURE = "calibration_curve.png"
+RADSCORE_FILE = "radscore.csv"  # a linear model as a formula: term, feature, coefficient, mean, sd, ...
+RADSCORE_TXT_FILE = "radscore.txt"  # the same formula as R code
+COMPARISON_FILE = "comparison.csv"  # clinical / radiomics / combined models: AUCs, DeLong p, bootstrap difference
+SAMPLE_SIZE_FILE = "sample_size.json"  # Riley et al. (BMJ 2020) minimum sample size against the cohort
 MODELS_DIR = "models"  # every compared model, models/<name>/
 FOLDS_DIR = "folds"  # the best model's outer-fold pipelines, folds/<repeat>_<fold>/
 
@@ -90,6 +99,34 @@ class ModelFolder:
     @property
     def calibration_survival_path(self) -> Path:
         return self.path / CALIBRATION_SURVIVAL_FILE
+
+    @property
+    def decision_curve_path(self) -> Path:
+        return self.path / DECISION_CURVE_FILE
+
+    @property
+    def calibration_curve_path(self) -> Path:
+        return self.path / CALIBRATION_CURVE_FILE
+
+    @property
+    def calibration_summary_path(self) -> Path:
+        return self.path / CALIBRATION_SUMMARY_FILE
+
+    @property
+    def radscore_path(self) -> Path:
+        return self.path / RADSCORE_FILE
+
+    @property
+    def radscore_txt_path(self) -> Path:
+        return self.path / RADSCORE_TXT_FILE
+
+    @property
+    def comparison_path(self) -> Path:
+        return self.path / COMPARISON_FILE
+
+    @property
+    def sample_size_path(self) -> Path:
+        return self.path / SAMPLE_SIZE_FILE
 
     @property
     def folds_dir(self) -> Path:
@@ -163,6 +200,14 @@ class ModelFolder:
         if not {"time", "event"} <= set(table.columns):
             return None
         return table.set_index("case_id")[["time", "event"]]
+
+    def comparison(self) -> pd.DataFrame | None:
+        """comparison.csv: one row per model with its kind (clinical, radiomics, combined) and the comparison."""
+        return pd.read_csv(self.comparison_path) if self.comparison_path.exists() else None
+
+    def sample_size(self) -> dict | None:
+        """sample_size.json (Riley et al.'s minimum sample size), None when absent."""
+        return json.loads(self.sample_size_path.read_text()) if self.sample_size_path.exists() else None
 
     def calibration_survival(self) -> pd.DataFrame | None:
         """calibration_survival.csv of a survival model (one row per model, cohort, horizon and risk tertile)."""
