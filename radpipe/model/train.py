@@ -21,6 +21,8 @@ import pandas as pd
 
 from radpipe._io import atomic_write_text
 from radpipe.errors import ConfigError
+from radpipe.model.calibration_curve import write_calibration
+from radpipe.model.decision_curve import write_decision_curve
 from radpipe.model.folder import ModelFolder
 from radpipe.model.inputs import ModelInputs, batch_label, encode_labels, external_inputs, training_inputs
 from radpipe.model.metrics import (
@@ -388,6 +390,8 @@ def fit_models(
 
     metrics.to_csv(folder.metrics_path, index=False)
     predictions.to_csv(folder.predictions_path, index=False)
+    write_decision_curve(out_dir, predictions)  # binary outcomes only: net benefit, cv and external cohorts
+    write_calibration(out_dir, predictions, n_boot=settings.bootstrap, seed=settings.seed)
     _write_splits(folder, X, cv, inputs)
     atomic_write_text(folder.timings_path,
                       json.dumps({name: round(sec, 2) for name, sec in cv.seconds.items()}, indent=2))

@@ -1,0 +1,239 @@
+"""Calibration plot of a binary classifier: observed event rate against predicted probability.
+
+Cases are put into quantile bins of their predicted probability; each bin shows its mean prediction and its
+observed proportion of positives with a 95% Wilson interval. A lowess curve of the outcome on the predicted
+probability (statsmodels, installed with dcurves) shows the same without binning. Two summary numbers go with
+it (Van Calster et al., J Clin Epidemiol 2016;74:167): calibration-in-the-large, as the mean observed minus the
+mean predicted and as the logistic intercept with logit(p) as offset, and the calibration slope; each with a
+stratified bootstrap 95% CI. The slope and intercept are :func:`radpipe.model.metrics.calibration_slope_intercept`,
+the same numbers as in ``metrics.csv``.
+"""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from radpipe._io import atomic_write_bytes
+from radpipe.model.decision_curve import _COLOURS, _cohort_order, case_probabilities
+from radpipe.model.folder import CALIBRATION_CURVE_FIGURE, CALIBRATION_CURVE_FILE, CALIBRATION_SUMMARY_FILE
+from radpipe.model.metrics import calibration_slope_intercept, stratified_bootstrap_indices
+
+#: Columns of ``calibration_curve.csv``: ``kind`` is ``bin`` (a quantile bin with its Wilson CI) or ``smooth``
+#: (a point of the lowess curve; no CI, ``n``/``n_events`` empty).
+CALIBRATION_CURVE_COLUMNS = ["cohort", "model", "kind", "bin", "n", "n_events", "predicted", "observed",
+                             "ci_low", "ci_high"]
+#: Columns of ``calibration_summary.csv``.
+CALIBRATION_SUMMARY_COLUMNS = ["cohort", "model", "n", "n_events", "bins", "mean_predicted", "mean_observed",
+                               "citl_difference", "citl_difference_ci_low", "citl_difference_ci_high",
+                               "calibration_intercept", "calibration_intercept_ci_low", "calibration_intercept_ci_high",
+                               "calibration_slope", "calibration_slope_ci_low", "calibration_slope_ci_high", "n_boot"]
+MAX_BINS = 10
+#: at least this many cases per bin: 39 cases give 3 bins, 100 give 10
+MIN_PER_BIN = 10
+LOWESS_FRACTION = 2 / 3
+
+
+def n_bins(n: int, max_bins: int = MAX_BINS) -> int:
+    """Number of quantile bins for ``n`` cases: ``max_bins``, fewer so that each bin holds ~10 cases, at least 2.
+
+    >>> [n_bins(n) for n in (15, 39, 100, 700)]
+    [2, 3, 10, 10]
+    """
+    return int(max(2, min(max_bins, n // MIN_PER_BIN)))
+
+
+def wilson_interval(events, n, level: float = 0.95) -> tuple[np.ndarray, np.ndarray]:
+    """Wilson score interval of the proportions ``events / n`` (statsmodels' ``proportion_confint``).
+
+    >>> low, high = wilson_interval(3, 10)
+    >>> round(float(low), 4), round(float(high), 4)
+    (0.1078, 0.6032)
+    """
+    from statsmodels.stats.proportion import proportion_confint
+
+    low, high = proportion_confint(np.asarray(events), np.asarray(n), alpha=1 - level, method="wilson")
+    return np.asarray(low, dtype=float), np.asarray(high, dtype=float)
+
+
+def binned_calibration(y_true, y_prob, bins: int | None = None) -> pd.DataFrame:
+    """Observed against predicted in quantile bins of ``y_prob`` (columns ``bin, n, n_events, predicted,
+    observed, ci_low, ci_high``).
+
+    Cases are sorted by predicted probability and split into ``bins`` groups of (nearly) equal size, so tied
+    probabilities never leave a bin empty.
+
+    Examples
+    --------
+    >>> table = binned_calibration([0, 0, 1, 0, 1, 1], [0.1, 0.2, 0.3, 0.6, 0.7, 0.9], bins=2)
+    >>> table[["n", "n_events", "predicted", "observed"]].round(3).to_dict("list")
+    {'n': [3, 3], 'n_events': [1, 2], 'predicted': [0.2, 0.733], 'observed': [0.333, 0.667]}
+    """
+    y = np.asarray(y_true, dtype=int)
+    p = np.asarray(y_prob, dtype=float)
+    bins = n_bins(len(y)) if bins is None else int(bins)
+    order = np.argsort(p, kind="stable")
+    groups = [g for g in np.array_split(order, bins) if len(g)]
+    n = np.array([len(g) for g in groups])
+    events = np.array([int(y[g].sum()) for g in groups])
+    low, high = wilson_interval(events, n)
+    return pd.DataFrame({
+        "bin": np.arange(1, len(groups) + 1), "n": n, "n_events": events,
+        "predicted": [float(p[g].mean()) for g in groups], "observed": events / n, "ci_low": low, "ci_high": high,
+    })
+
+
+def smoothed_calibration(y_true, y_prob, points: int = 50) -> pd.DataFrame:
+    """Lowess of the outcome on the predicted probability, on ``points`` probabilities spanning the observed range
+    (columns ``predicted, observed``). No robustness iterations: with a 0/1 outcome they would down-weight the
+    very cases that show miscalibration."""
+    from statsmodels.nonparametric.smoothers_lowess import lowess
+
+    y = np.asarray(y_true, dtype=float)
+    p = np.asarray(y_prob, dtype=float)
+    grid = np.linspace(p.min(), p.max(), points)
+    fitted = lowess(y, p, frac=LOWESS_FRACTION, it=0, xvals=grid)
+    return pd.DataFrame({"predicted": grid, "observed": np.clip(fitted, 0.0, 1.0)})
+
+
+def _citl(y: np.ndarray, p: np.ndarray) -> tuple[float, float, float]:
+    slope, intercept = calibration_slope_intercept(y, p)
+    return float(y.mean() - p.mean()), intercept, slope
+
+
+def calibration_summary_row(y_true, y_prob, n_boot: int = 1000, seed: int = 42) -> dict:
+    """Calibration-in-the-large (difference and logistic intercept) and slope, each with a stratified bootstrap
+    95% percentile CI (resamples where the logistic fit diverges are left out).
+
+    Examples
+    --------
+    >>> rng = np.random.default_rng(0)
+    >>> p = rng.uniform(0.05, 0.95, 400)
+    >>> y = (rng.uniform(size=400) < p).astype(int)
+    >>> row = calibration_summary_row(y, p, n_boot=200)
+    >>> row["calibration_slope_ci_low"] < 1 < row["calibration_slope_ci_high"]
+    True
+    """
+    y = np.asarray(y_true, dtype=int)
+    p = np.asarray(y_prob, dtype=float)
+    point = _citl(y, p)
+    names = ("citl_difference", "calibration_intercept", "calibration_slope")
+    row: dict = {"n": int(y.size), "n_events": int(y.sum()), "mean_predicted": float(p.mean()),
+                 "mean_observed": float(y.mean())}
+    samples = np.array([_citl(y[idx], p[idx]) for idx in stratified_bootstrap_indices(y, n_boot, seed)]) \
+        if n_boot > 0 else np.empty((0, 3))
+    for k, name in enumerate(names):
+        row[name] = point[k]
+        values = samples[:, k][np.isfinite(samples[:, k])] if len(samples) else np.array([])
+        row[f"{name}_ci_low"], row[f"{name}_ci_high"] = (
+            (float(np.quantile(values, 0.025)), float(np.quantile(values, 0.975))) if values.size else (np.nan, np.nan))
+    row["n_boot"] = int(n_boot)
+    return row
+
+
+def calibration_tables(predictions: pd.DataFrame, n_boot: int = 1000, seed: int = 42,
+                       bins: int | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The calibration curve (bins and lowess) and summary of every (cohort, model) of ``predictions``.
+
+    Out-of-fold rows are averaged over repeats per case first (see
+    :func:`radpipe.model.decision_curve.case_probabilities`). A cohort with one class only is left out.
+
+    Returns
+    -------
+    (curve, summary)
+        Tables with columns :data:`CALIBRATION_CURVE_COLUMNS` and :data:`CALIBRATION_SUMMARY_COLUMNS`.
+
+    Examples
+    --------
+    >>> rng = np.random.default_rng(1)
+    >>> p = rng.uniform(0.05, 0.95, 60)
+    >>> rows = pd.DataFrame({"cohort": "cv", "model": "logreg", "case_id": [f"c{i}" for i in range(60)],
+    ...                      "y_true": (rng.uniform(size=60) < p).astype(int), "y_prob": p})
+    >>> curve, summary = calibration_tables(rows, n_boot=50)
+    >>> curve["kind"].value_counts().to_dict(), int(summary["bins"].iloc[0])
+    ({'smooth': 50, 'bin': 6}, 6)
+    """
+    cases = case_probabilities(predictions)
+    curves, rows = [], []
+    for cohort in _cohort_order(cases["cohort"]):
+        for model, mine in cases[cases["cohort"] == cohort].groupby("model", sort=False):
+            y, p = mine["y_true"].to_numpy(int), mine["y_prob"].to_numpy(float)
+            if y.min() == y.max():
+                continue
+            binned = binned_calibration(y, p, bins).assign(kind="bin")
+            smooth = smoothed_calibration(y, p).assign(kind="smooth")
+            curves.append(pd.concat([binned, smooth], ignore_index=True).assign(cohort=cohort, model=model))
+            rows.append({"cohort": cohort, "model": model, "bins": len(binned),
+                         **calibration_summary_row(y, p, n_boot=n_boot, seed=seed)})
+    if not curves:
+        return pd.DataFrame(columns=CALIBRATION_CURVE_COLUMNS), pd.DataFrame(columns=CALIBRATION_SUMMARY_COLUMNS)
+    curve = pd.concat(curves, ignore_index=True).reindex(columns=CALIBRATION_CURVE_COLUMNS)
+    curve[["bin", "n", "n_events"]] = curve[["bin", "n", "n_events"]].astype("Int64")
+    return curve, pd.DataFrame(rows).reindex(columns=CALIBRATION_SUMMARY_COLUMNS)
+
+
+def calibration_figure(curve: pd.DataFrame, summary: pd.DataFrame | None = None, *,
+                       source: str = "calibration_curve.csv") -> bytes:
+    """PNG of ``curve`` (:func:`calibration_tables`): one panel per cohort, each model's bins (dots with 95% CI
+    bars) and lowess curve, with the diagonal of perfect calibration; the legend carries the slope when
+    ``summary`` is given."""
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    import matplotlib.pyplot as plt
+
+    cohorts = _cohort_order(curve["cohort"])
+    fig, axes = plt.subplots(1, max(len(cohorts), 1), figsize=(5.4 * max(len(cohorts), 1), 5.0), squeeze=False)
+    for ax, cohort in zip(axes[0], cohorts, strict=False):
+        mine = curve[curve["cohort"] == cohort]
+        ax.plot([0, 1], [0, 1], ls="--", color="#7f7f7f", lw=1, label="perfect calibration")
+        models = list(dict.fromkeys(mine["model"]))
+        for k, model in enumerate(models):
+            colour = _COLOURS[k % len(_COLOURS)]
+            part = mine[mine["model"] == model]
+            bins, smooth = part[part["kind"] == "bin"], part[part["kind"] == "smooth"]
+            label = model
+            if summary is not None:
+                row = summary[(summary["cohort"] == cohort) & (summary["model"] == model)]
+                if len(row) and np.isfinite(row["calibration_slope"].iloc[0]):
+                    label = f"{model} (slope {row['calibration_slope'].iloc[0]:.2f})"
+            shift = (k - (len(models) - 1) / 2) * 0.006  # side by side, so CI bars of models do not hide each other
+            ax.errorbar(bins["predicted"] + shift, bins["observed"],
+                        yerr=[bins["observed"] - bins["ci_low"], bins["ci_high"] - bins["observed"]],
+                        fmt="o", ms=5, color=colour, capsize=3, lw=1, label=label)
+            ax.plot(smooth["predicted"], smooth["observed"], color=colour, lw=1.6, alpha=0.85)
+        ax.set_xlim(0, 1)
+        ax.set_ylim(0, 1)
+        ax.set_aspect("equal")
+        ax.set_xlabel("predicted probability")
+        ax.set_ylabel("observed proportion (95% Wilson CI)")
+        name = "out-of-fold (cross-validation)" if cohort == "cv" else f"external: {cohort}"
+        ax.set_title(name, fontsize=10)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8, frameon=False, loc="upper left")
+    fig.text(0.01, 0.005, f"table: {source}; dots: quantile bins, lines: lowess", fontsize=8, color="#5d6d7e")
+    fig.tight_layout(rect=(0, 0.03, 1, 1))
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=110)
+    plt.close(fig)
+    return buf.getvalue()
+
+
+def write_calibration(out_dir, predictions: pd.DataFrame, n_boot: int = 1000,
+                      seed: int = 42) -> tuple[pd.DataFrame, pd.DataFrame] | None:
+    """Write ``calibration_curve.csv``, ``calibration_summary.csv`` and ``calibration_curve.png`` into ``out_dir``
+    (a model folder). Nothing is written for a multi-class outcome or when no cohort has both classes."""
+    if "y_prob" not in predictions.columns:
+        return None
+    curve, summary = calibration_tables(predictions, n_boot=n_boot, seed=seed)
+    if curve.empty:
+        return None
+    out_dir = Path(out_dir)
+    curve.to_csv(out_dir / CALIBRATION_CURVE_FILE, index=False)
+    summary.to_csv(out_dir / CALIBRATION_SUMMARY_FILE, index=False)
+    atomic_write_bytes(out_dir / CALIBRATION_CURVE_FIGURE,
+                       calibration_figure(curve, summary, source=CALIBRATION_CURVE_FILE))
+    return curve, summary
