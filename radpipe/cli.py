@@ -269,7 +269,7 @@ def explain(
 
         loaded = load_cohort(cohort, relative_to=base)
         y = loaded.labels
-        images = {case.case_id: (case.image, case.mask) for case in loaded.cases}
+        images = {case.case_id: case.lesion_images for case in loaded.cases}
         # a harmonised model needs each case's scanner/centre: the cohort's clinical table has it
         batches = loaded.clinical if not loaded.clinical.empty else None
     if labels:
@@ -604,6 +604,47 @@ def segment(
         dice = result.summary.set_index("measure").loc["dice"]
         console.print(f"Dice against {compare}: median {dice['median']:.3f} (IQR {dice['q1']:.3f}–{dice['q3']:.3f}), "
                       f"{int(dice['n'])} cases; per case in {Path(out) / 'agreement.csv'}", highlight=False)
+    return EXIT_CASES_FAILED if result.n_failed else EXIT_OK
+
+
+@app.command()
+@guarded
+def robustness(
+    dataset: Annotated[str, typer.Argument(help="A dataset name from datasets.yaml, a cohort folder or a batch CSV.")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Output folder (robustness.csv, robustness.html, ...).")],
+    recipe: Annotated[Path | None, typer.Option(help="Recipe whose extract: and robustness: sections to use.")] = None,
+    jobs: Jobs = 1,
+    scheduler: Annotated[str | None, typer.Option(help="Dask scheduler address (tcp://host:8786) or 'local'.")] = None,
+    cache_dir: Annotated[Path | None, typer.Option(help="Share a result cache between runs (default OUT/.cache).")] = None,
+    debug: Debug = False,
+) -> int:
+    """Perturb every case (rotation, translation, noise, volume, contour), extract every version and write the
+    ICC of each feature.
+
+    Writes robustness.csv (ICC(1,1), (2,1), (3,1) with 95% CIs; robust = lower bound >= the recipe's threshold),
+    robustness.html, versions.csv, perturbed_features.csv, qc.csv and manifest.json; with extract.reader_masks
+    also reader_icc.csv. Give robustness.csv to the model stage as model.robust_features. Exit 1 when some
+    case failed (see qc.csv).
+    """
+    from radpipe.cohort import load_cohort
+    from radpipe.console import progress_bar
+    from radpipe.robustness.stage import robustness_cohort
+
+    spec, base = _load_recipe(recipe)
+    cohort = load_cohort(dataset, relative_to=base)
+    total = len(cohort.cases) * len(spec.robustness.image_grid()) + (len(cohort.cases) if spec.extract.reader_masks
+                                                                    else 0)
+    with progress_bar(f"robustness {cohort.name}", total) as advance:
+        result = robustness_cohort(cohort, spec.extract, spec.robustness, out, jobs=jobs, scheduler=scheduler,
+                                   cache_dir=cache_dir, on_result=lambda r, cached: advance(
+                                       note=r.case_id + (" (cached)" if cached else "")))
+    rows = [("versions per case", str(len(result.versions))), ("computed", str(result.computed)),
+            ("from cache", str(result.cached)), ("cases with failures (see qc.csv)", str(result.n_failed)),
+            ("wall time", f"{result.wall_seconds:.1f} s")]
+    if result.robustness is not None:
+        rows += [(f"{row.image_type} {row.family}", f"{row.n_robust}/{row.n_features} robust")
+                 for row in result.share_robust().itertuples()]
+    summary_table(f"robustness {cohort.name} → {out}", rows)
     return EXIT_CASES_FAILED if result.n_failed else EXIT_OK
 
 

@@ -20,6 +20,7 @@ from radpipe.errors import ConfigError
 from radpipe.explain.settings import ExplainSettings
 from radpipe.extract.settings import ExtractSettings
 from radpipe.model.settings import ModelSettings, SurvivalOutcome
+from radpipe.robustness.settings import RobustnessSettings
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 # radpipe runs from a source checkout when setup.cfg sits one level above the package; an installed
@@ -198,6 +199,9 @@ class Recipe(_Strict):
     extract: ExtractSettings = Field(default_factory=ExtractSettings)
     model: ModelSettings = Field(default_factory=ModelSettings)
     explain: ExplainSettings = Field(default_factory=ExplainSettings)
+    robustness: RobustnessSettings = Field(
+        default_factory=RobustnessSettings, description="Perturbations for `radpipe robustness` and "
+        "model.robust_features: auto (rotation, translation, noise, volume, contour; ICC threshold).")
 
 
 def read_yaml(path: Path) -> Any:

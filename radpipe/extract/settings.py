@@ -52,6 +52,9 @@ class ExtractSettings(BaseModel):
     extra_masks: str | None = Field(
         None, description="Glob (relative to the dataset root) of further lesion masks per case, with {case_id}."
     )
+    reader_masks: str | None = Field(
+        None, description="Glob (relative to the dataset root, with {case_id}) of several readers' masks of the same "
+        "lesion, e.g. 'masks_r*/{case_id}.nii.gz': `radpipe robustness` extracts each and writes reader_icc.csv.")
     preprocessing: list[PreprocessStep] = Field(default_factory=list, description="SimpleITK steps, in order.")
     crop_for_filters: bool = Field(
         True, description="Crop to the mask box plus a per-axis margin in mm sized for the enabled filters."
