@@ -96,6 +96,10 @@ def build_extractor(params: dict):
 def extract_case(case: CaseInput, settings: ExtractSettings) -> CaseResult:
     """Read, check, preprocess and extract one case; failures are returned, never raised."""
     try:
+        if settings.engine == "mirp":
+            from radpipe.extract.mirp_engine import extract_case_mirp
+
+            return extract_case_mirp(case, settings)
         return _extract_case(case, settings)
     except CaseError as exc:
         return CaseResult.failure(case.case_id, exc.reason, action=exc.action)

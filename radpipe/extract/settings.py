@@ -60,6 +60,12 @@ class ExtractSettings(BaseModel):
         True, description="Crop to the mask box plus a per-axis margin in mm sized for the enabled filters."
     )
     geometry_tolerance: float = Field(1e-3, description="Image/mask geometry differences below this are fixed.")
+    engine: Literal["pyradiomics", "mirp"] = Field(
+        "pyradiomics", description="Feature engine: pyradiomics, or MIRP (IBSI-compliant; pip install \"radpipe[ibsi]\"), "
+        "with settings mapped from this section (radpipe.extract.mirp_engine).")
+    mirp: dict[str, Any] = Field(
+        default_factory=dict, description="Further MIRP extract_features keywords (engine: mirp only), e.g. "
+        "glcm_spatial_method: [3d_average].")
     intensity_unit: str | None = Field(
         None, description="Unit of the image intensities (HU, SUV, a.u.) for messages and reports; default: "
         "from the DICOM headers (HU for CT, SUV for PET converted to SUV), else a.u.")
@@ -73,6 +79,14 @@ class ExtractSettings(BaseModel):
         if self.params_file is not None and not self.params_file.is_absolute():
             self.params_file = (base / self.params_file).resolve()
         self.pyradiomics_params(source=str(recipe_file) if recipe_file else None)
+        if self.engine == "mirp":
+            from radpipe.extract.mirp_engine import mirp_keywords, require_mirp
+
+            require_mirp()
+            mirp_keywords(self, source=str(recipe_file) if recipe_file else None)
+        elif self.mirp:
+            raise ConfigError("'mirp' settings need 'engine: mirp'", file=str(recipe_file) if recipe_file else None,
+                              key="extract.mirp")
 
     def pyradiomics_params(self, source: str | None = None) -> dict:
         """The full pyradiomics parameter dict (params file, then the recipe's own keys on top), validated."""
@@ -108,6 +122,8 @@ class ExtractSettings(BaseModel):
             "crop_for_filters": self.crop_for_filters,
             "geometry_tolerance": self.geometry_tolerance,
         }
+        if self.engine != "pyradiomics":  # keeps pyradiomics cache keys as they were
+            payload.update(engine=self.engine, mirp=self.mirp)
         return json.dumps(payload, sort_keys=True, default=str)
 
 
