@@ -75,12 +75,12 @@ def icc_table(values: np.ndarray, alpha: float = 0.05) -> dict[str, np.ndarray]:
         scale = k * msc + (k * n - k - n) * mse
         icc2_low = n * (msr - fu * mse) / (fu * scale + n * msr)
         icc2_high = n * (fl * msr - mse) / (scale + n * fl * msr)
-    return {
-        "ICC1": icc1, "ICC1_low": (f1_low - 1) / (f1_low + k - 1), "ICC1_high": (f1_high - 1) / (f1_high + k - 1),
-        "ICC2": icc2, "ICC2_low": icc2_low, "ICC2_high": icc2_high,
-        "ICC3": icc3, "ICC3_low": (f3_low - 1) / (f3_low + k - 1), "ICC3_high": (f3_high - 1) / (f3_high + k - 1),
-        "msr": msr, "msc": msc, "mse": mse, "msw": msw,
-    }
+        return {
+            "ICC1": icc1, "ICC1_low": (f1_low - 1) / (f1_low + k - 1), "ICC1_high": (f1_high - 1) / (f1_high + k - 1),
+            "ICC2": icc2, "ICC2_low": icc2_low, "ICC2_high": icc2_high,
+            "ICC3": icc3, "ICC3_low": (f3_low - 1) / (f3_low + k - 1), "ICC3_high": (f3_high - 1) / (f3_high + k - 1),
+            "msr": msr, "msc": msc, "mse": mse, "msw": msw,
+        }
 
 
 def feature_icc(long: pd.DataFrame, *, case: str = "case_id", version: str = "version",
