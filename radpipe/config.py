@@ -202,6 +202,10 @@ class Recipe(_Strict):
     robustness: RobustnessSettings = Field(
         default_factory=RobustnessSettings, description="Perturbations for `radpipe robustness` and "
         "model.robust_features: auto (rotation, translation, noise, volume, contour; ICC threshold).")
+    negative_controls: bool = Field(
+        False, description="After the real model, train the same pipeline on three negative controls (ROI voxels "
+        "shuffled, ROI moved elsewhere in the body, noise image) and report their AUCs beside the real one "
+        "(models/negative_controls.csv, cohort page). Binary outcomes, one ROI per case.")
 
 
 def read_yaml(path: Path) -> Any:

@@ -68,6 +68,18 @@ class RunHooks:
         yield lambda done, total: None
 
 
+def _check_negative_controls(recipe: Recipe, survival: bool, n_classes: int) -> None:
+    from radpipe.errors import ConfigError
+
+    if survival or n_classes != 2:
+        raise ConfigError("negative controls are compared by AUC, so they need a binary outcome "
+                          f"(this recipe's is {'time-to-event' if survival else f'{n_classes}-class'})",
+                          key="negative_controls")
+    if recipe.extract.roi_mode != "single" or recipe.extract.extra_masks:
+        raise ConfigError("negative controls need one ROI per case (extract.roi_mode: single, no extract.extra_masks)",
+                          key="negative_controls")
+
+
 def run_recipe(recipe: Recipe, recipe_dir: Path, out_dir: str | Path, *, jobs: int = 1,
                scheduler: str | None = None, explain: bool = True,
                pseudonymise: Path | None = None, hooks: RunHooks | None = None) -> RunResult:
@@ -120,6 +132,8 @@ def run_recipe(recipe: Recipe, recipe_dir: Path, out_dir: str | Path, *, jobs: i
         checked = check_recipe_inputs(cohort, recipe.model, external=external_cohorts)  # before hours of extraction
     for message in checked.notes():
         hooks.note(message)
+    if recipe.negative_controls:  # refused now, not after hours of extraction and training
+        _check_negative_controls(recipe, survival, len(checked.classes) if not survival else 0)
 
     def extract(one: Cohort, folder: Path, reference: Path | None = None) -> ExtractResult:
         with hooks.extracting(one, folder) as on_result:
@@ -160,6 +174,16 @@ def run_recipe(recipe: Recipe, recipe_dir: Path, out_dir: str | Path, *, jobs: i
         trained = fit(inputs, out_dir / "models", external=external or None, progress=progress,
                       advance=advance, discretisation=read_discretisation(extracted.out_dir))
     hooks.trained(trained)
+    if recipe.negative_controls:
+        from radpipe.controls import run_negative_controls
+
+        codebook_path = extracted.out_dir / "codebook.csv"
+        run_negative_controls(
+            cohort, recipe.extract, inputs, trained.metrics, out_dir / "controls", out_dir / "models",
+            # controls use the training cohort's frozen bin width, as external cohorts do
+            extract=lambda one, folder: extract(one, folder, reference=out_dir / "features"),
+            codebook=pd.read_csv(codebook_path) if codebook_path.is_file() else None,
+            aggregate=recipe.extract.aggregate, seed=recipe.model.seed, jobs=jobs, progress=hooks.note)
 
     explain_dir = None
     if explain:
