@@ -46,6 +46,28 @@ class Case:
     label: str | None = None
     group: str | None = None
     extra_masks: tuple[Path, ...] = ()
+    # a multimodal (or longitudinal) case: (modality or time point, image, mask) for each part it has
+    parts: tuple[tuple[str, Path, Path], ...] = ()
+
+    @property
+    def lesion_images(self) -> LesionImages:
+        """``(image, mask)`` for pictures of the lesion, with every modality's files when there are several."""
+        return LesionImages(self.image, self.mask, self.parts)
+
+
+class LesionImages(tuple):
+    """A case's ``(image, mask)`` for pictures, which unpacks like the pair; ``parts`` holds every modality's
+    ``(name, image, mask)`` for a multimodal case (empty otherwise), so a page can show one slice per modality."""
+
+    parts: tuple[tuple[str, Path, Path], ...]
+
+    def __new__(cls, image, mask, parts=()):
+        made = super().__new__(cls, (image, mask))
+        made.parts = tuple(parts)
+        return made
+
+    def __reduce__(self):  # pickled for page-rendering workers with its parts
+        return (LesionImages, (self[0], self[1], self.parts))
 
 
 @dataclass(frozen=True)
@@ -61,6 +83,7 @@ class CaseProblem:
     reason: str
     status: str = "failed"
     action: str = "not_paired"
+    modality: str = ""  # in a multimodal cohort: the modality (or time point) the problem is about
 
 
 @dataclass
@@ -73,6 +96,9 @@ class Cohort:
     clinical: pd.DataFrame = field(default_factory=pd.DataFrame)
     problems: list[CaseProblem] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)  # what discovery saw that is not a problem (layout, skipped series)
+    # a multimodal or longitudinal cohort: one single-image cohort per modality (or time point), in declared order
+    parts: dict[str, Cohort] = field(default_factory=dict)
+    part_kind: str = ""  # "modality" or "timepoint" when there are parts
 
     def __len__(self) -> int:
         return len(self.cases)
@@ -103,7 +129,8 @@ class Cohort:
     def subset(self, case_ids: list[str]) -> Cohort:
         wanted = set(case_ids)
         return Cohort(self.name, self.spec, [c for c in self.cases if c.case_id in wanted], self.clinical, [],
-                      list(self.notes))
+                      list(self.notes), {name: part.subset(case_ids) for name, part in self.parts.items()},
+                      self.part_kind)
 
 
 def load_cohort(name_or_path: str | Path, *, datasets_file: str | Path | None = None,
@@ -136,7 +163,10 @@ def discover(name: str, spec: DatasetSpec) -> Cohort:
         spec = guess.spec
         if guess.layout != "dicom":  # the DICOM index writes its own, fuller summary
             notes.append(f"layout detected: {guess.summary}")
-    if spec.layout == "dicom":
+    parts: dict[str, Cohort] = {}
+    if spec.modalities or spec.timepoints:
+        pairs, parts = _pairs_from_parts(name, spec, problems)
+    elif spec.layout == "dicom":
         pairs = _pairs_from_dicom_tree(spec, problems, notes)
     elif spec.layout == "pyradiomics_csv":
         pairs = _pairs_from_batch_csv(spec, problems)
@@ -176,14 +206,82 @@ def discover(name: str, spec: DatasetSpec) -> Cohort:
             if problem:
                 problems.append(problem)
                 label = None
-        cases.append(Case(case_id, image, mask, label, group))
+        files = tuple((part, *part_cohort.paths[case_id]) for part, part_cohort in parts.items()
+                      if case_id in part_cohort.paths)
+        cases.append(Case(case_id, image, mask, label, group, parts=files))
 
     if not clinical.empty:
         known = set(pairs) | {problem.case_id for problem in problems}
         for case_id in clinical.index:
             if case_id not in known:
                 problems.append(CaseProblem(case_id, f"labels file names case '{case_id}' but no image or mask was found for it"))
-    return Cohort(name, spec, cases, clinical, problems, notes)
+    kind = "modality" if spec.modalities else "timepoint" if spec.timepoints else ""
+    return Cohort(name, spec, cases, clinical, problems, notes,
+                  {part: part_cohort.cohort for part, part_cohort in parts.items()}, kind)
+
+
+@dataclass
+class _Part:
+    cohort: Cohort
+    paths: dict[str, tuple[Path, Path]]
+
+
+def _pairs_from_parts(name: str, spec: DatasetSpec, problems: list[CaseProblem]
+                      ) -> tuple[dict[str, tuple[Path, Path]], dict[str, _Part]]:
+    """A multimodal (or longitudinal) dataset: one single-image cohort per modality, cases matched by case id.
+
+    A case lacking a modality is a problem row naming it; it is kept (its first available modality's files stand
+    for it) only when ``require_all_modalities`` is false. Time points are always all required: a delta needs both.
+    """
+    declared = spec.modalities or spec.timepoints
+    kind = "modality" if spec.modalities else "time point"
+    require_all = spec.require_all_modalities if spec.modalities else True
+    if spec.modalities:
+        mapped = [f"{part}.{key}: {getattr(m, key)}" for part, m in spec.modalities.items()
+                  for key in ("mask_from", "register_to") if getattr(m, key)]
+        if mapped:
+            raise ConfigError(f"{', '.join(mapped)}: mapping one modality onto another needs registration, which "
+                              "is not available in this radpipe yet; give each modality its own masks glob",
+                              key=f"datasets.{name}.modalities")
+    found: dict[str, Cohort] = {}
+    for part, entry in declared.items():
+        part_spec = spec.model_copy(update={"images": entry.images, "masks": entry.masks, "labels": None,
+                                            "layout": "folders", "modalities": None, "timepoints": None})
+        try:
+            found[part] = discover(f"{name}/{part}", part_spec)
+        except ConfigError as exc:
+            raise ConfigError(f"{kind} '{part}': {exc}", key=f"datasets.{name}.{'modalities' if spec.modalities else 'timepoints'}.{part}") from None
+    ids = {part: {case.case_id for case in cohort.cases} for part, cohort in found.items()}
+    every = sorted(set().union(*ids.values(), *({p.case_id for p in c.problems} for c in found.values())))
+    kept = []
+    for case_id in every:
+        missing = [part for part in declared if case_id not in ids[part]]
+        if not missing:
+            kept.append(case_id)
+            continue
+        has = [part for part in declared if case_id in ids[part]]
+        for part in missing:
+            if require_all or not has:
+                why = ("the dataset requires every modality (require_all_modalities: true)" if spec.modalities
+                       else "a delta needs both time points")
+                problems.append(CaseProblem(case_id, f"no usable {part} image and mask for case '{case_id}': the case "
+                                            f"is left out ({why})", "failed", f"missing_{kind.replace(' ', '_')}", part))
+            else:
+                problems.append(CaseProblem(case_id, f"no usable {part} image and mask for case '{case_id}': the case "
+                                            f"is kept, its {part} features are empty and imputed within each "
+                                            f"training fold", "fixed", "missing_modality", part))
+        if has and not require_all:
+            kept.append(case_id)
+    wanted = set(kept)
+    parts = {}
+    for part, cohort in found.items():
+        cohort.cases = [case for case in cohort.cases if case.case_id in wanted]
+        parts[part] = _Part(cohort, {case.case_id: (case.image, case.mask) for case in cohort.cases})
+    pairs = {}
+    for case_id in kept:
+        first = next(part for part in declared if case_id in parts[part].paths)
+        pairs[case_id] = parts[first].paths[case_id]
+    return pairs, parts
 
 
 # ------------------------------------------------------------------------------------------- layout detection

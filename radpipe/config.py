@@ -145,6 +145,33 @@ class _Strict(BaseModel):
 LAYOUTS = ("folders", "per_case", "dicom", "pyradiomics_csv", "auto")
 
 
+class ModalitySpec(_Strict):
+    """One imaging modality of a multimodal cohort (``datasets.<name>.modalities.<modality>``)."""
+
+    images: str = Field(description="Glob for this modality's image files (relative to the dataset root).")
+    masks: str | None = Field(None, description="Glob for its mask files; leave out when mask_from names another modality.")
+    mask_from: str | None = Field(None, description="Use the mask of this other modality (mapped onto this modality's "
+                                  "grid by registration).")
+    register_to: str | None = Field(None, description="Register this modality (and its mask) onto that modality's "
+                                    "grid before extraction.")
+    extract: ExtractSettings | None = Field(
+        None, description="Extraction settings for this modality only (params_file, setting, intensity_unit, ...): "
+        "the keys given here replace the recipe's extract keys of the same name.")
+
+    @model_validator(mode="after")
+    def _one_mask_source(self) -> ModalitySpec:
+        if (self.masks is None) == (self.mask_from is None):
+            raise ValueError("give either masks (a glob) or mask_from (another modality), not both or neither")
+        return self
+
+
+class TimepointSpec(_Strict):
+    """One time point of a longitudinal cohort (``datasets.<name>.timepoints.<time point>``)."""
+
+    images: str = Field(description="Glob for the images of this time point (relative to the dataset root).")
+    masks: str = Field(description="Glob for the masks of this time point.")
+
+
 class DatasetSpec(_Strict):
     """One cohort: where its images, masks and labels are and which columns mean what."""
 
@@ -175,6 +202,15 @@ class DatasetSpec(_Strict):
     spacing_2d: tuple[float, float] | None = Field(None, description="Pixel spacing (mm) for 2D files that carry none.")
     mask_label: int | None = Field(None, description="Label value of the ROI in the masks (default: the only non-zero label).")
     citation: str = ""
+    modalities: dict[str, ModalitySpec] | None = Field(
+        None, description="Several images per case, one per modality ({pet: {images: ..., masks: ...}, mr_t1: ...}); "
+        "the first is the reference. Features are prefixed with the modality name.")
+    require_all_modalities: bool = Field(
+        True, description="Drop a case that lacks one modality (true, the default: no feature block is imputed "
+        "wholesale) or keep it with empty features for that modality, imputed within each training fold (false).")
+    timepoints: dict[str, TimepointSpec] | None = Field(
+        None, description="Two time points per case ({baseline: {images, masks}, follow_up: {images, masks}}): "
+        "features per time point plus delta_ (follow-up - baseline) and reldelta_ ((follow-up - baseline)/|baseline|).")
 
     @model_validator(mode="after")
     def _layout_known(self) -> DatasetSpec:
@@ -182,6 +218,27 @@ class DatasetSpec(_Strict):
             raise ValueError(f"layout must be one of {', '.join(repr(name) for name in LAYOUTS)}, not {self.layout!r}")
         if self.layout == "pyradiomics_csv" and not self.batch_csv:
             raise ValueError("layout 'pyradiomics_csv' needs batch_csv: the CSV with Image,Mask columns")
+        return self
+
+    @model_validator(mode="after")
+    def _parts_known(self) -> DatasetSpec:
+        if self.modalities is not None and self.timepoints is not None:
+            raise ValueError("a dataset declares modalities or timepoints, not both")
+        if self.modalities is not None:
+            if not self.modalities:
+                raise ValueError("modalities is empty: name at least one")
+            for name, modality in self.modalities.items():
+                if not re.fullmatch(r"[A-Za-z][A-Za-z0-9]*(_[A-Za-z0-9]+)*", name):
+                    raise ValueError(f"modality name '{name}' must be letters, digits and single underscores "
+                                     "(it prefixes feature columns)")
+                for key in ("mask_from", "register_to"):
+                    other = getattr(modality, key)
+                    if other is not None and (other not in self.modalities or other == name):
+                        raise ValueError(f"modalities.{name}.{key} names '{other}', which is not another modality of "
+                                         f"this dataset (modalities: {', '.join(self.modalities)})")
+        if self.timepoints is not None and len(self.timepoints) != 2:
+            raise ValueError(f"timepoints needs exactly two entries (baseline first, then follow-up), got "
+                             f"{len(self.timepoints)}: {', '.join(self.timepoints) or 'none'}")
         return self
 
 
@@ -258,6 +315,9 @@ def load_datasets(path: str | Path | None = None) -> dict[str, DatasetSpec]:
     for spec in parsed.datasets.values():
         if not spec.root.is_absolute():
             spec.root = (path.parent / spec.root).resolve()
+        for part in (spec.modalities or {}).values():
+            if part.extract is not None:  # params files are relative to the registry; checked now, not mid-run
+                part.extract.resolve_paths(path.parent, recipe_file=path)
     return parsed.datasets
 
 
@@ -270,6 +330,9 @@ def load_recipe(path: str | Path) -> Recipe:
     except ValidationError as exc:
         raise validation_error_to_config_error(exc, path) from None
     recipe.extract.resolve_paths(path.parent, recipe_file=path)
+    robust = recipe.model.robust_features
+    if robust and robust != "auto" and not Path(robust).is_absolute():  # relative to the recipe, as params_file
+        recipe.model.robust_features = str((path.parent / robust).resolve())
     return recipe
 
 

@@ -190,7 +190,7 @@ def run_recipe(recipe: Recipe, recipe_dir: Path, out_dir: str | Path, *, jobs: i
         from radpipe.explain.report import explain as explain_model
 
         explain_dir = out_dir / "explain"
-        images = {rename(case.case_id): (case.image, case.mask) for case in cohort.cases}
+        images = {rename(case.case_id): case.lesion_images for case in cohort.cases}
         with hooks.explaining(len(inputs.X)) as progress:
             # a survival model's outcome (time, event) is read from the model folder, not passed as labels
             explain_model(out_dir / "models", inputs.X, explain_dir, labels=None if survival else inputs.y,

@@ -4,7 +4,7 @@ figures and the per-patient content of a page (all explaining the final model, t
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -19,7 +19,6 @@ from radpipe.explain.shap_values import (
     ShapResult,
     compute_shap,
     compute_shap_classes,
-    grouped,
     original_name_map,
     parse_feature_name,
     predicted_class_view,
@@ -71,6 +70,43 @@ class Importance:
     image_filter: pd.Series
     per_class: pd.DataFrame | None
     top: list[str]
+    modality: pd.Series = field(default_factory=lambda: pd.Series(dtype=float))  # empty for one modality
+
+
+def feature_parts(name: str) -> dict[str, str]:
+    """:func:`~radpipe.explain.shap_values.parse_feature_name` plus the ``modality`` of a multimodal column.
+
+    A multimodal feature table prefixes pyradiomics names with the modality (``pet_original_glcm_Contrast``,
+    ``mr_t1_…``; longitudinal tables with ``baseline_``, ``delta_``, …): the prefix is the shortest run of
+    leading words after which the rest parses as a pyradiomics name. Other columns have modality ``""``.
+
+    >>> feature_parts("mr_t1_wavelet-LLH_glcm_Contrast")["modality"], feature_parts("mr_t1_original_glcm_Contrast")["family"]
+    ('mr_t1', 'texture')
+    >>> feature_parts("original_firstorder_Mean")["modality"], feature_parts("age")["family"]
+    ('', 'other')
+    """
+    parsed = parse_feature_name(name)
+    if parsed["family"] != "other":
+        return {**parsed, "modality": ""}
+    base = str(name).split("__", 1)[1] if "__" in str(name) else str(name)
+    words = base.split("_")
+    for k in range(1, min(len(words) - 2, 4) + 1):
+        rest = parse_feature_name("_".join(words[k:]))
+        if rest["family"] != "other":
+            return {**rest, "modality": "_".join(words[:k])}
+    return {**parsed, "modality": ""}
+
+
+def grouped_parts(values: pd.DataFrame, by: str) -> pd.DataFrame:
+    """SHAP values summed per ``family``, ``filter`` or ``modality`` (:func:`feature_parts`), one row per case.
+
+    >>> shap = pd.DataFrame({"pet_original_glcm_Contrast": [0.2], "pet_original_shape_VoxelVolume": [-0.05],
+    ...                      "mr_t1_original_glcm_Contrast": [0.1]})
+    >>> grouped_parts(shap, "modality").round(3).iloc[0].to_dict()
+    {'mr_t1': 0.1, 'pet': 0.15}
+    """
+    keys = {c: feature_parts(c)[by] or "none" for c in values.columns}
+    return values.T.groupby(lambda c: keys[c], sort=True).sum().T
 
 
 def importance(values: Attributions, view: ModelView) -> Importance:
@@ -79,15 +115,18 @@ def importance(values: Attributions, view: ModelView) -> Importance:
         tables = values.original_by_class
         per_class = pd.DataFrame({c: t.abs().mean() for c, t in tables.items()}, index=values.original.columns)
         mean_abs = per_class.mean(axis=1).sort_values(ascending=False, kind="stable")
-        family = pd.concat([grouped(t, "family").abs().mean() for t in tables.values()], axis=1).mean(axis=1)
-        image_filter = pd.concat([grouped(t, "filter").abs().mean() for t in tables.values()], axis=1).mean(axis=1)
+        family = pd.concat([grouped_parts(t, "family").abs().mean() for t in tables.values()], axis=1).mean(axis=1)
+        image_filter = pd.concat([grouped_parts(t, "filter").abs().mean() for t in tables.values()], axis=1).mean(axis=1)
+        modality = pd.concat([grouped_parts(t, "modality").abs().mean() for t in tables.values()], axis=1).mean(axis=1)
     else:
         per_class = None
         mean_abs = values.original.abs().mean().sort_values(ascending=False, kind="stable")
-        family = grouped(values.original, "family").abs().mean()
-        image_filter = grouped(values.original, "filter").abs().mean()
+        family = grouped_parts(values.original, "family").abs().mean()
+        image_filter = grouped_parts(values.original, "filter").abs().mean()
+        modality = grouped_parts(values.original, "modality").abs().mean()
+    modality = modality if len(modality.index.difference(["none"])) > 1 else pd.Series(dtype=float)
     return Importance(mean_abs, family.sort_values(ascending=False), image_filter.sort_values(ascending=False),
-                       per_class, [n for n in mean_abs.index if mean_abs[n] > 0])
+                       per_class, [n for n in mean_abs.index if mean_abs[n] > 0], modality.sort_values(ascending=False))
 
 
 def cohort_figures(X, values: Attributions, imp: Importance, view: ModelView, labels, settings,
@@ -103,6 +142,8 @@ def cohort_figures(X, values: Attributions, imp: Importance, view: ModelView, la
     units = {c: u.strip() for c, u in names.units.items() if u}
     figs["groups"] = plots.grouped_bars(imp.family, imp.image_filter, xlabel="mean |summed SHAP value|",
                                         color="#34495e")
+    if len(imp.modality):  # a multimodal model: how much each modality's features move the prediction
+        figs["modality"] = plots.magnitude_bars(imp.modality, xlabel="mean |summed SHAP value|", title="by modality")
     if view.multiclass:
         for k, c in enumerate(view.classes):
             figs[f"beeswarm_{k}"] = plots.beeswarm(values.original_by_class[c][shown], raw_all.reindex(columns=shown),
@@ -139,21 +180,28 @@ def patient_item(c, X, X_train, values: Attributions, view: ModelView, final: Fi
     for f in top_names:
         orig = mapping[f]
         dist = train_num[orig] if orig in train_num else None
-        top.append({**parse_feature_name(orig), "feature": orig, "value": raw[f],
+        top.append({**feature_parts(orig), "feature": orig, "value": raw[f],
                     "percentile": _percentile(dist, raw[f]) if dist is not None else None,
                     "shap": float(contrib[f])})
     item = {
         "case_id": c, "file": file_name, "probability": float(final.proba[c]), "headline": headline,
         "label": None if labels is None or pd.isna(labels.get(c)) else str(labels[c]),
         "contrib": contrib, "raw": raw, "top": top, "lime": lime_by_case.get(c, pd.DataFrame(columns=["weight", "feature_rule"])),
-        "agreement": agree[c], "family": grouped(values.original.loc[[c]], "family").iloc[0],
-        "filter": grouped(values.original.loc[[c]], "filter").iloc[0],
-        "image": tuple(images[c]) if images and c in images else None,  # a DICOM series is a tuple of files
+        "agreement": agree[c], "family": grouped_parts(values.original.loc[[c]], "family").iloc[0],
+        "filter": grouped_parts(values.original.loc[[c]], "filter").iloc[0],
+        "modality": grouped_parts(values.original.loc[[c]], "modality").iloc[0],
+        # (image, mask), the image a DICOM series' files; a multimodal case's pair has .parts (one per modality)
+        "image": _lesion_images(images[c]) if images and c in images else None,
     }
     if view.multiclass:  # the page explains the final model's predicted class against the others
         item.update(predicted=str(final.predicted[c]), base=float(values.shap.base_value[c]),
                     class_probs=[(k, float(final.class_proba.loc[c, k])) for k in view.classes])
     return item
+
+
+def _lesion_images(value):
+    """Images as a worker gets them: ``cohort.LesionImages`` (with ``parts``) as it is, anything else as a tuple."""
+    return value if getattr(value, "parts", None) is not None else tuple(value)
 
 
 def reaching_inputs(final_names, input_names) -> list[str] | None:

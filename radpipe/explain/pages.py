@@ -174,16 +174,26 @@ def _render_patient(item, common, pages_dir: Path, fig_dir: Path) -> dict:
         bar["raw"] = rule
     group_bars = {"family": _bars(item["family"].sort_values(key=np.abs, ascending=False)),
                   "filter": _bars(item["filter"].sort_values(key=np.abs, ascending=False))}
+    by_modality = item.get("modality")
+    if by_modality is not None and len(by_modality.index.difference(["none"])) > 1:
+        group_bars["modality"] = _bars(by_modality.sort_values(key=np.abs, ascending=False))
     image_note = None
+    lesions = []  # a multimodal case: one slice per modality, each with its own figure and note
     if common["draw_images"] and item["image"]:
-        try:
-            img, msk, spacing, where = read_lesion_slice(*item["image"])
-            figs["image"] = plots.lesion_slice(img, msk, spacing)
-            image_note = where[:1].upper() + where[1:]
-        except Exception as exc:  # a missing or unreadable image must not stop the page
-            image_note = f"image not shown: {exc}"
-    if "image" in figs:
-        atomic_write_bytes(fig_dir / f"{item['file']}_image.jpg", figs["image"])
+        parts = getattr(item["image"], "parts", ()) or ((None, *item["image"]),)
+        for k, (modality, *files) in enumerate(parts):
+            key = "image" if k == 0 else f"image_{k}"
+            try:
+                img, msk, spacing, where = read_lesion_slice(*files)
+                figs[key] = plots.lesion_slice(img, msk, spacing)
+                note = where[:1].upper() + where[1:]
+            except Exception as exc:  # a missing or unreadable image must not stop the page
+                note = f"image not shown: {exc}"
+            lesions.append({"key": key, "modality": modality, "note": note})
+            if key in figs:
+                suffix = f"_{modality}" if modality else ""
+                atomic_write_bytes(fig_dir / f"{item['file']}_image{suffix}.jpg", figs[key])
+        image_note = lesions[0]["note"] if lesions else None
     top = item["top"]
     lead = top[0] if top else None
     html = env(s["banner"]).get_template("patient.html").render(
@@ -193,6 +203,7 @@ def _render_patient(item, common, pages_dir: Path, fig_dir: Path) -> dict:
         figs={k: b64(v) for k, v in figs.items()}, top=top, lime=lime.to_dict("records"), lime_bars=lime_bars,
         group_bars=group_bars, waterfall=waterfall,
         agreement=item["agreement"], explainer=common["explainer"], notes=common["notes"], image_note=image_note,
+        lesions=lesions if len(lesions) > 1 else [],
         model_name=common["model_name"], lead=lead, settings=s, head=item["headline"],
         names=common["names"], units=common["units"],
         n_train=common["n_train"], n_repeats=common["n_repeats"],

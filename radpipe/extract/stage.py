@@ -162,6 +162,12 @@ def extract_cohort(cohort: Cohort, settings: ExtractSettings, out_dir: str | Pat
     is anisotropic without resampling) are in ``manifest.json`` and on the result. Degenerate feature columns
     (constant, placeholder values, flat ROIs) are named in the codebook's ``feature_qc`` column.
     """
+    if cohort.parts:  # several images per case: each modality through this function, then one merged table
+        from radpipe.extract.multimodal import extract_multimodal
+
+        return extract_multimodal(cohort, settings, out_dir, jobs=jobs, scheduler=scheduler, cache_dir=cache_dir,
+                                  formats=formats, pseudonymise=pseudonymise, reference=reference,
+                                  on_result=on_result)
     out_dir = Path(out_dir)
     frozen = reference if isinstance(reference, dict) or reference is None else reference_discretisation(reference)
     formats = tuple(formats)
