@@ -181,3 +181,44 @@ def test_settings_are_checked_before_any_work(tmp_path):
     (tmp_path / "r.csv").write_text("feature,icc\nx,0.9\n")
     with pytest.raises(ConfigError, match="robust"):
         read_robustness(tmp_path / "r.csv")
+
+
+# --- the model stage drops the non-robust features ----------------------------------------------------------------
+
+def test_robust_features_drops_exactly_the_non_robust_columns_and_the_card_records_it(tmp_path):
+    import json
+
+    from radpipe.model.inputs import training_inputs
+    from radpipe.model.settings import ModelSettings
+    from radpipe.model.train import train_models
+
+    rng = np.random.default_rng(3)
+    y = pd.Series(["no", "yes"] * 15, index=pd.Index([f"c{i:02d}" for i in range(30)], name="case_id"))
+    X = pd.DataFrame({f"original_firstorder_F{j}": rng.normal(size=30) + (j == 0) * 1.5 * (y == "yes")
+                      for j in range(6)}, index=y.index)
+    table = pd.DataFrame({"feature": list(X.columns), "icc_type": "ICC(1,1)",
+                          "icc": [0.95, 0.9, 0.6, 0.85, 0.3, 0.99], "ci_low": [0.9, 0.8, 0.4, 0.7, 0.1, 0.97]})
+    table["robust"] = table["ci_low"] >= 0.75
+    table["threshold"] = 0.75
+    table.to_csv(tmp_path / "robustness.csv", index=False)
+    settings = ModelSettings(models=["logreg"], positive_class="yes", bootstrap=0, outer_folds=3, inner_folds=2,
+                             robust_features=str(tmp_path / "robustness.csv"))
+    inputs = training_inputs(X, y, settings)
+    non_robust = ["original_firstorder_F2", "original_firstorder_F3", "original_firstorder_F4"]
+    assert inputs.feature_names == [c for c in X.columns if c not in non_robust]
+    assert sorted(k for k, why in inputs.dropped.items() if why.startswith("not robust")) == non_robust
+    # a stricter threshold on the lower bound drops F1 (0.8) as well
+    strict = training_inputs(X, y, settings.model_copy(update={"robust_threshold": 0.85}))
+    assert "original_firstorder_F1" not in strict.feature_names and len(strict.feature_names) == 2
+
+    train_models(X, y, settings, tmp_path / "model")
+    card = json.loads((tmp_path / "model" / "model_card.json").read_text())
+    record = card["cv"]["robust_features"]
+    assert record["threshold"] == 0.75 and record["dropped"] == 3 and record["assessed"] == 6
+    assert "3 of the 6 features" in (tmp_path / "model" / "model_card.md").read_text()
+
+    (tmp_path / "bad.csv").write_text("feature,icc\nx,0.9\n")
+    with pytest.raises(ConfigError, match="robust"):
+        training_inputs(X, y, settings.model_copy(update={"robust_features": str(tmp_path / "bad.csv")}))
+    with pytest.raises(ConfigError, match="not found"):
+        training_inputs(X, y, settings.model_copy(update={"robust_features": str(tmp_path / "none.csv")}))

@@ -535,6 +535,7 @@ def training_inputs(
     X, y = X.loc[labelled], y.loc[labelled]
     X, dropped = _numeric_features(X)
     X, dropped = _without_degenerate(X, dropped)
+    X, dropped, settings = robust_only(X, dropped, settings)
 
     groups, settings = _case_groups(X.index, table, groups, settings, source=source, what="labels table")
 
@@ -622,6 +623,59 @@ def _without_degenerate(X: pd.DataFrame, dropped: dict[str, str]) -> tuple[pd.Da
         raise ConfigError(f"every feature column is degenerate in the labelled cases (e.g. {example[0]}: "
                           f"{example[1]}): there is nothing to model")
     return X.drop(columns=list(degenerate)), {**dropped, **degenerate}
+
+
+def robust_only(X: pd.DataFrame, dropped: dict[str, str], settings: ModelSettings,
+                ) -> tuple[pd.DataFrame, dict[str, str], ModelSettings]:
+    """X without the features ``settings.robust_features`` (a robustness.csv) flags as not robust.
+
+    Label-free, so filtering before cross-validation does not leak. Features the table does not assess are kept;
+    a table that assesses none of X's features is refused (it belongs to another extraction). The returned
+    settings record what was done (file, ICC, threshold, features assessed and dropped) for the model card.
+
+    Examples
+    --------
+    >>> import pandas as pd, tempfile, pathlib
+    >>> path = pathlib.Path(tempfile.mkdtemp()) / "robustness.csv"
+    >>> pd.DataFrame({"feature": ["a", "b"], "icc_type": "ICC(1,1)", "icc": [0.9, 0.5], "ci_low": [0.8, 0.3],
+    ...               "robust": [True, False], "threshold": 0.75}).to_csv(path, index=False)
+    >>> X = pd.DataFrame({"a": [1.0, 2.0], "b": [3.0, 1.0], "c": [0.0, 1.0]})
+    >>> X2, dropped, used = robust_only(X, {}, ModelSettings(robust_features=str(path)))
+    >>> list(X2.columns), dropped
+    (['a', 'c'], {'b': 'not robust: ICC(1,1) lower 95% bound 0.300 < 0.75'})
+    """
+    source = settings.robust_features
+    if not source:
+        return X, dropped, settings
+    if source == "auto":
+        raise ConfigError("robust_features: auto is computed by `radpipe run` on the training cohort; for `radpipe "
+                          "train` give the robustness.csv that `radpipe robustness` wrote", key="model.robust_features")
+    from radpipe.robustness.table import read_robustness
+
+    table = read_robustness(source).drop_duplicates("feature").set_index("feature")
+    assessed = [c for c in X.columns if c in table.index]
+    if not assessed:
+        raise ConfigError(f"{source} assesses none of the {X.shape[1]} feature columns (e.g. {_shown(X.columns, 3)}; "
+                          f"it has {_shown(table.index, 3)}): was it computed with the same extraction settings?",
+                          key="model.robust_features")
+    rows = table.loc[assessed]
+    threshold = settings.robust_threshold
+    if threshold is None:
+        robust = rows["robust"].astype(bool)
+        threshold = float(table["threshold"].iloc[0]) if "threshold" in table.columns else None
+    else:
+        robust = pd.to_numeric(rows["ci_low"], errors="coerce") >= threshold
+    shown_threshold = "the table's threshold" if threshold is None else f"{threshold:g}"
+    reasons = {name: f"not robust: {rows.loc[name, 'icc_type']} lower 95% bound {float(rows.loc[name, 'ci_low']):.3f} "
+               f"< {shown_threshold}" for name in robust.index[~robust.to_numpy()]}
+    if len(reasons) == X.shape[1]:
+        raise ConfigError(f"every feature is flagged as not robust in {source}: there is nothing to model (lower "
+                          "model.robust_threshold or leave robust_features out)", key="model.robust_features")
+    settings = settings.model_copy()
+    settings._robust_record = {"file": str(source), "icc": str(rows["icc_type"].iloc[0]), "threshold": threshold,
+                               "assessed": len(assessed), "dropped": len(reasons),
+                               "kept": X.shape[1] - len(reasons)}
+    return X.drop(columns=list(reasons)), {**dropped, **reasons}, settings
 
 
 def external_inputs(name: str, features: pd.DataFrame, outcomes: pd.DataFrame | pd.Series, inputs: ModelInputs, *,
@@ -832,6 +886,7 @@ def survival_training_inputs(features: pd.DataFrame, outcomes: pd.DataFrame, set
     X, time, event = X.loc[labelled], time.loc[labelled], event.loc[labelled]
     X, dropped = _numeric_features(X)
     X, dropped = _without_degenerate(X, dropped)
+    X, dropped, settings = robust_only(X, dropped, settings)
     groups, settings = _case_groups(X.index, table, groups, settings, source=source, what="outcome table")
     plan = _check_events(event, settings, source=source)
     settings = plan.settings(settings)

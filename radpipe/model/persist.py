@@ -192,7 +192,8 @@ def _survival_card_lines(card: dict) -> list[str]:
         f"Best hyper-parameters: `{json.dumps(card.get('best_params', {}), default=str)}`", "",
         "## Validation",
     ]
-    lines += [f"- {key}: {value}" for key, value in card.get("cv", {}).items() if value is not None]
+    lines += [f"- {key}: {value}" for key, value in card.get("cv", {}).items()
+              if value is not None and key != "robust_features"]  # it has a section of its own
     if metrics:
         lines += ["", "## Performance (out-of-fold, nested CV; 95% bootstrap CI)", "",
                   "| metric | value | 95% CI |", "| --- | --- | --- |"]
@@ -218,6 +219,13 @@ def render_model_card(card: dict) -> str:
         lines += [f"Best model of the comparison: {'yes' if card['is_best'] else 'no'}", ""]
     survival = card.get("outcome_type") == "survival"
     lines += _survival_card_lines(card) if survival else _classifier_card_lines(card)
+    robust = (card.get("cv") or {}).get("robust_features")
+    if robust:  # model.robust_features: recorded by radpipe.model.inputs.robust_only
+        threshold = "the table's threshold" if robust.get("threshold") is None else robust["threshold"]
+        lines += ["", "## Feature robustness",
+                  f"{robust['dropped']} of the {robust['assessed']} features assessed in `{robust['file']}` were "
+                  f"dropped before modelling as not robust ({robust['icc']} lower 95% bound below {threshold}); "
+                  f"{robust['kept']} features went on to the pipeline."]
     for title, key in _CARD_SECTIONS:
         if card.get(key):
             lines += ["", f"## {title}", str(card[key])]
@@ -264,7 +272,8 @@ def _classifier_card_lines(card: dict) -> list[str]:
         "",
         "## Validation",
     ]
-    lines += [f"- {key}: {value}" for key, value in card.get("cv", {}).items() if value is not None]
+    lines += [f"- {key}: {value}" for key, value in card.get("cv", {}).items()
+              if value is not None and key != "robust_features"]  # it has a section of its own
     metrics = card.get("metrics") or {}
     if metrics:
         lines += ["", "## Performance (out-of-fold, nested CV; 95% stratified bootstrap CI)", "",

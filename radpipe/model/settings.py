@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator, model_validator
 
 #: estimators of a time-to-event outcome (scikit-survival, the ``radpipe[survival]`` extra)
 SURVIVAL_MODEL_NAMES = ("coxnet", "rsf", "gbsa")
@@ -44,6 +44,9 @@ class ModelSettings(BaseModel):
     """How to build, tune, validate and report the models (the ``model:`` section of a recipe)."""
 
     model_config = ConfigDict(extra="forbid")
+    # what model.robust_features did (file, ICC, threshold, features assessed and dropped): set by
+    # radpipe.model.inputs on the settings as used, shown in cv_summary and so on the model card
+    _robust_record: dict | None = PrivateAttr(None)
 
     models: list[str] = Field(
         default_factory=lambda: ["svm", "rf", "xgb"],
@@ -115,6 +118,13 @@ class ModelSettings(BaseModel):
         "coxnet, rsf and gbsa."
     )
 
+    robust_features: str | None = Field(
+        None, description="A robustness.csv written by `radpipe robustness` (or its folder): features it flags as "
+        "not robust are dropped before modelling (label-free, so no leak into CV). 'auto' (radpipe run only) computes "
+        "it first on the training cohort with the recipe's robustness: section, never on external cohorts.")
+    robust_threshold: float | None = Field(
+        None, ge=-1.0, le=1.0, description="With robust_features: keep features whose ICC lower 95% bound (ci_low) "
+        "reaches this, instead of the table's own robust column.")
     @field_validator("models", "ensemble_members")
     @classmethod
     def _known_models(cls, names: list[str]) -> list[str]:
@@ -205,6 +215,7 @@ class ModelSettings(BaseModel):
             "search": self.search,
             "n_iter": self.n_iter if self.search == "random" else None,
             "seed": self.seed,
+            **({"robust_features": self._robust_record} if self._robust_record else {}),
             "group_column": self.group_column,
             "harmonise": self.harmonise,
             "batch_column": self.batch_column,

@@ -120,6 +120,7 @@ def feature_icc(long: pd.DataFrame, *, case: str = "case_id", version: str = "ve
     table.insert(3, "ci_low", table[icc + "_low"])
     table.insert(4, "ci_high", table[icc + "_high"])
     table.insert(5, "robust", (table["ci_low"] >= threshold).fillna(False).astype(bool))
+    table["threshold"] = threshold
     table["n_cases"] = len(complete)
     table["n_versions"] = len(versions)
     return table
