@@ -37,7 +37,7 @@ from radpipe.errors import ConfigError
 
 __all__ = [
     "CONFIGS", "IBSIConfig", "IBSICheck", "read_reference", "round_significant", "match_reference",
-    "pyradiomics_values", "mirp_values", "check_engine", "mirp_key", "DATA_SETS", "match_counts", "read_phantom",
+    "pyradiomics_values", "mirp_values", "ibsi_recipe", "check_engine", "mirp_key", "DATA_SETS", "match_counts", "read_phantom",
 ]
 
 DATA_SETS = ("dig_phantom", "config_A", "config_B", "config_C", "config_D", "config_E")
@@ -332,8 +332,11 @@ def pyradiomics_values(data_set: str, data_dir: str | Path, *, resampling: str =
     families = reference.drop_duplicates(["family", "ibsi_code"]).groupby("ibsi_code").family.apply(set).to_dict()
     rows = []
     for mode, everything in runs:
-        extractor = featureextractor.RadiomicsFeatureExtractor(**{**setting, "force2D": mode != "3d"})
-        values = _per_slice_mean(extractor, image, mask) if mode == "2d" else extractor.execute(image, mask, label=1)
+        if mode == "2d":
+            values = _per_slice_mean(image, mask, setting)
+        else:
+            extractor = featureextractor.RadiomicsFeatureExtractor(**{**setting, "force2D": mode != "3d"})
+            values = extractor.execute(image, mask, label=1)
         for name, value in values.items():
             if not name.startswith("original_"):
                 continue
@@ -358,13 +361,34 @@ def pyradiomics_values(data_set: str, data_dir: str | Path, *, resampling: str =
     return pd.DataFrame(rows, columns=_COMPUTED_COLUMNS)
 
 
-def _per_slice_mean(extractor, image, mask) -> dict[str, float]:
+def _per_slice_mean(image, mask, setting: dict) -> dict[str, float]:
     """pyradiomics on each slice (z) holding ROI voxels alone, features averaged over the slices: IBSI's
-    "2D" aggregation ("2D, averaged" for GLCM and GLRLM, whose directions pyradiomics averages too)."""
+    "2D" aggregation ("2D, averaged" for GLCM and GLRLM, whose directions pyradiomics averages too).
+
+    IBSI discretises the whole ROI before splitting it into slices, so this does too: the ROI is re-segmented
+    and discretised once (pyradiomics' own bin edges over the whole ROI), and each slice then runs on the bin
+    numbers with a bin width of 1. pyradiomics still numbers each slice's grey levels from that slice's lowest
+    bin, which moves the features that use the grey-level number itself. A harness-only construction: radpipe's
+    own pyradiomics path gives "3D" or, with ``force2D``, "2.5D" values.
+    """
     import SimpleITK as sitk
+    from radiomics import featureextractor, imageoperations
 
     from radpipe.extract.features import _to_float
 
+    values = sitk.GetArrayFromImage(image).astype(np.float64)
+    roi = sitk.GetArrayFromImage(mask) > 0
+    low, high = setting.get("resegmentRange") or (None, None)
+    if low is not None:
+        roi &= (values >= low) & (values <= high)
+    edges = imageoperations.getBinEdges(values[roi], **setting)
+    bins = np.clip(np.digitize(values, edges), 1, len(edges) - 1).astype(np.float32)
+    image = sitk.GetImageFromArray(bins)
+    image.CopyInformation(mask)
+    mask = sitk.GetImageFromArray(roi.astype(np.uint8))
+    mask.CopyInformation(image)
+    per_slice = {k: v for k, v in setting.items() if k not in ("binCount", "resegmentRange", "resegmentMode")}
+    extractor = featureextractor.RadiomicsFeatureExtractor(**{**per_slice, "binWidth": 1, "force2D": True})
     roi = sitk.GetArrayViewFromImage(mask)
     sums: dict[str, list[float]] = {}
     for z in np.flatnonzero(roi.reshape(roi.shape[0], -1).any(axis=1)):
@@ -384,51 +408,69 @@ def _per_slice_mean(extractor, image, mask) -> dict[str, float]:
 # --- MIRP --------------------------------------------------------------------------------------------------
 
 
-def mirp_settings(config: IBSIConfig) -> dict[str, Any]:
-    """MIRP ``extract_features`` keywords that carry out ``config`` (as in MIRP's own IBSI-1 tests)."""
-    if config.by_slice:
-        texture2 = ["2d_average", "2d_slice_merge", "2.5d_direction_merge", "2.5d_volume_merge"]
-        texture1 = ["2d", "2.5d"]
-    else:
-        texture2 = ["3d_average", "3d_volume_merge"]
-        texture1 = ["3d"]
+def ibsi_recipe(config: IBSIConfig) -> dict[str, Any]:
+    """The recipe ``extract:`` section (as a mapping) that carries out ``config`` with ``engine: mirp``.
+
+    Everything maps from radpipe's own keys (pyradiomics ``setting``, a ``resample`` step, a ``resegment``
+    step) except the texture aggregations and IVH discretisation, which pyradiomics has no words for and
+    which go in ``mirp:`` as in MIRP's own IBSI-1 tests.
+
+    Examples
+    --------
+    >>> recipe = ibsi_recipe(CONFIGS["config_E"])
+    >>> recipe["setting"], [step["step"] for step in recipe["preprocessing"]]
+    ({'binCount': 32, 'resegmentMode': 'sigma', 'resegmentRange': [-3.0, 3.0]}, ['resample', 'resegment'])
+    """
     if config.name == "dig_phantom":
         texture2 = ["2d_average", "2d_slice_merge", "2.5d_direction_merge", "2.5d_volume_merge",
                     "3d_average", "3d_volume_merge"]
         texture1 = ["2d", "2.5d", "3d"]
-    keywords: dict[str, Any] = {
-        "by_slice": config.by_slice, "anti_aliasing": False, "base_feature_families": "all",
-        "no_approximation": config.name == "dig_phantom",
-        "glcm_distance": [1.0], "glcm_spatial_method": texture2, "glrlm_spatial_method": texture2,
-        "glszm_spatial_method": texture1, "gldzm_spatial_method": texture1, "ngtdm_spatial_method": texture1,
-        "ngldm_distance": [1.0], "ngldm_spatial_method": texture1, "ngldm_difference_level": [0.0],
-        **config.ivh,
+    elif config.by_slice:
+        texture2 = ["2d_average", "2d_slice_merge", "2.5d_direction_merge", "2.5d_volume_merge"]
+        texture1 = ["2d", "2.5d"]
+    else:
+        texture2, texture1 = ["3d_average", "3d_volume_merge"], ["3d"]
+    setting: dict[str, Any] = {}
+    if config.by_slice:
+        setting["force2D"] = True
+    mirp: dict[str, Any] = {
+        "glcm_spatial_method": texture2, "glrlm_spatial_method": texture2, "glszm_spatial_method": texture1,
+        "gldzm_spatial_method": texture1, "ngtdm_spatial_method": texture1, "ngldm_spatial_method": texture1,
+        "no_approximation": config.name == "dig_phantom", **config.ivh,
     }
     if config.name == "dig_phantom":
-        keywords["base_discretisation_method"] = "none"
+        mirp["base_discretisation_method"] = "none"
     elif config.bin_width is not None:
-        keywords.update(base_discretisation_method="fixed_bin_size", base_discretisation_bin_width=config.bin_width)
+        setting["binWidth"] = config.bin_width
     else:
-        keywords.update(base_discretisation_method="fixed_bin_number", base_discretisation_n_bins=config.bin_count)
+        setting["binCount"] = config.bin_count
+    steps: list[dict] = []
     if config.spacing is not None:
-        spacing = [s for s in config.spacing if s] if config.by_slice else list(config.spacing)
-        keywords.update(new_spacing=spacing[0] if len(set(spacing)) == 1 else spacing, spline_order=config.order)
-    if config.resegment_range is not None:
-        keywords["resegmentation_intensity_range"] = list(config.resegment_range)
+        steps.append({"step": "resample", "spacing": list(config.spacing),
+                      "interpolator": "linear" if config.order == 1 else "bspline"})
     if config.outlier_sigma is not None:
-        keywords["resegmentation_sigma"] = config.outlier_sigma
-    return keywords
+        setting.update(resegmentMode="sigma", resegmentRange=[-config.outlier_sigma, config.outlier_sigma])
+        if config.resegment_range is not None:
+            steps.append({"step": "resegment", "range": list(config.resegment_range)})
+    elif config.resegment_range is not None:
+        setting["resegmentRange"] = list(config.resegment_range)
+    return {"engine": "mirp", "setting": setting, "preprocessing": steps, "mirp": mirp, "intensity_unit": "HU"}
 
 
 def mirp_values(data_set: str, data_dir: str | Path, *, reference: pd.DataFrame | None = None) -> pd.DataFrame:
-    """Values of radpipe's MIRP engine for one data set, as rows for :func:`match_reference`."""
-    from radpipe.extract.mirp_engine import mirp_features
+    """Values of radpipe's MIRP engine (``extract_case`` with :func:`ibsi_recipe`) for one data set, as rows for
+    :func:`match_reference`."""
+    from radpipe.extract.features import CaseInput, extract_case
+    from radpipe.extract.settings import ExtractSettings
 
     if reference is None:
         reference = read_reference(data_dir)
-    config = CONFIGS[data_set]
-    image, mask = read_phantom(data_set, data_dir)
-    features = mirp_features(image, mask, mirp_settings(config))
+    folder = Path(data_dir) / ("digital_phantom" if data_set == "dig_phantom" else "ct_phantom")
+    settings = ExtractSettings(**ibsi_recipe(CONFIGS[data_set]))
+    result = extract_case(CaseInput(data_set, str(folder / "image.nii.gz"), str(folder / "mask.nii.gz")), settings)
+    if result.status == "failed":
+        raise RuntimeError(f"MIRP failed on {data_set}: {result.qc[0].reason}")
+    features = {k: v for k, v in result.features[0].items() if k not in ("case_id", "roi")}
     by_key = {mirp_key(name): (name, value) for name, value in features.items()}
     rows = []
     for row in reference[reference.data_set == data_set].itertuples():

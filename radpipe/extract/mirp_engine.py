@@ -39,6 +39,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+import pandas as pd
 
 from radpipe.errors import ConfigError
 
@@ -48,7 +49,8 @@ if TYPE_CHECKING:  # pragma: no cover
     from radpipe.extract.features import CaseInput, CaseResult
     from radpipe.extract.settings import ExtractSettings
 
-__all__ = ["mirp_version", "require_mirp", "mirp_keywords", "mirp_features", "extract_case_mirp", "ibsi_code_of"]
+__all__ = ["mirp_version", "require_mirp", "mirp_keywords", "mirp_features", "extract_case_mirp", "ibsi_code_of",
+           "mirp_codebook"]
 
 INSTALL_HINT = 'MIRP is not installed: pip install "radpipe[ibsi]"'
 
@@ -140,12 +142,15 @@ def mirp_keywords(settings: ExtractSettings, source: str | None = None) -> tuple
     if unknown:
         raise _refuse(f"setting.{unknown[0]}", "a setting MIRP has an equivalent of", source)
 
-    families: list[str] = []
+    # no featureClass: every IBSI family, including those pyradiomics lacks (local intensity, IVH, GLDZM)
+    families: list[str] | str = "all"
     classes = params.get("featureClass") or {}
-    for name, features in (classes.items() if classes else ((n, None) for n in _FAMILIES)):
-        if features:
-            raise _refuse(f"featureClass.{name}", "whole feature classes (MIRP computes families)", source)
-        families += _FAMILIES.get(name, [])
+    if classes:
+        families = []
+        for name, features in classes.items():
+            if features:
+                raise _refuse(f"featureClass.{name}", "whole feature classes (MIRP computes families)", source)
+            families += _FAMILIES[name] if name in _FAMILIES else [name]
     keywords["base_feature_families"] = families
     for image_type, custom in params["imageType"].items():
         if image_type == "Original":
@@ -307,8 +312,48 @@ _CODES: dict[str, tuple[str, str, str]] = {}
 def _mirp_codes() -> dict[str, tuple[str, str, str]]:
     """{MIRP base tag: (code, name, family)} from the packaged tag table."""
     if not _CODES:
-        import pandas as pd
-
         table = pd.read_csv(Path(__file__).with_name("data") / "ibsi_mirp_tags.csv", dtype=str, keep_default_na=False)
         _CODES.update({row.mirp_tag: (row.ibsi_code, row.ibsi_feature, row.family) for row in table.itertuples()})
     return _CODES
+
+
+def mirp_codebook(columns: list[str], keywords: dict[str, Any], preprocessing: str = "", *,
+                  intensity_unit: str = "a.u.") -> pd.DataFrame:
+    """The codebook rows (:data:`radpipe.extract.tables.CODEBOOK_COLUMNS`) for MIRP's columns: family, IBSI code
+    and name from the IBSI-1 tags, the discretisation MIRP was given, and ``engine: MIRP <version>`` in the note.
+
+    Examples
+    --------
+    >>> book = mirp_codebook(["morph_volume", "cm_contrast_d1_3d_avg_fbs_w25.0"],
+    ...                      {"base_discretisation_method": "fixed_bin_size", "base_discretisation_bin_width": 25.0})
+    >>> book[["column", "family", "ibsi_code", "feature_class"]].values.tolist()
+    [['morph_volume', 'shape', 'RNU0', 'morphology'], ['cm_contrast_d1_3d_avg_fbs_w25.0', 'texture', 'ACUI', 'GLCM']]
+    """
+    from radpipe.extract.tables import CODEBOOK_COLUMNS, ID_COLUMNS
+
+    method = keywords.get("base_discretisation_method", "fixed_bin_size")
+    discretisation = {"fixed_bin_size": f"FBS {keywords.get('base_discretisation_bin_width', 25)}",
+                      "fixed_bin_number": f"FBN {keywords.get('base_discretisation_n_bins', '')}"}.get(method, method)
+    spacing = keywords.get("new_spacing")
+    try:
+        version = f"MIRP {mirp_version()}"
+    except ConfigError:
+        version = "MIRP"
+    rows = []
+    for column in columns:
+        if column in ID_COLUMNS:
+            continue
+        code, name, family = ibsi_code_of(column)
+        kind = ("shape" if family == "morphology" else
+                "first order" if family in ("intensity-based statistics", "intensity histogram", "local intensity",
+                                            "intensity-volume histogram") else "texture" if family else "")
+        rows.append({
+            "column": column, "display_name": name or column, "unit": "", "description": name,
+            "image_type": "original" if not column.startswith(("log_", "laplacian")) else column.split("_", 1)[0],
+            "feature_class": family, "feature": name, "family": kind, "ibsi_code": code, "ibsi_name": name,
+            "ibsi_note": f"engine: {version}; IBSI definition" if code else f"engine: {version}",
+            "discretisation": "" if kind in ("shape", "") else discretisation,
+            "resampling": str(spacing) if spacing else "none", "normalisation": "none",
+            "preprocessing": preprocessing, "feature_qc": "", "pyradiomics_doc": "",
+        })
+    return pd.DataFrame(rows, columns=CODEBOOK_COLUMNS)

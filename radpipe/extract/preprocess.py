@@ -77,6 +77,11 @@ class Resample(_Step):
     interpolated with ``interpolator`` into float32 (nearest keeps the pixel type); voxels outside the old grid
     take the image's minimum. The mask uses nearest neighbour, or ``partial_volume``: the mask interpolated
     linearly as a fraction, then kept where the fraction >= ``mask_threshold``.
+
+    ``mode: ibsi`` (set on every resample step by ``extract.interpolation: ibsi``) follows the IBSI instead:
+    size rounded up, nearest-value extrapolation, the mask always as a partial volume, and intensities rounded
+    to integers when they were integers (``round_intensities``: None decides so; true/false forces it). See
+    :mod:`radpipe.extract.ibsi_interpolation`.
     """
 
     step: Literal["resample"] = "resample"
@@ -84,6 +89,8 @@ class Resample(_Step):
     interpolator: Literal["bspline", "linear", "nearest"] = "bspline"
     mask_interpolator: Literal["nearest", "partial_volume"] = "nearest"
     mask_threshold: float = Field(0.5, gt=0, le=1)
+    mode: Literal["radpipe", "ibsi"] = "radpipe"
+    round_intensities: bool | None = None
 
     @field_validator("spacing")
     @classmethod
@@ -95,6 +102,14 @@ class Resample(_Step):
     def apply(self, image, mask):
         spacing = _per_axis(self.spacing, image, "resample spacing")
         spacing = tuple(float(new) if new > 0 else old for new, old in zip(spacing, image.GetSpacing(), strict=True))
+        if self.mode == "ibsi":
+            from radpipe.extract.ibsi_interpolation import ibsi_resample
+
+            order = {"nearest": 0, "linear": 1, "bspline": 3}[self.interpolator]
+            new_image, new_mask, note = ibsi_resample(image, mask, spacing, order=order, mask_threshold=self.mask_threshold,
+                                                      round_intensities=self.round_intensities)
+            _require_roi(new_mask, "after resampling")
+            return new_image, new_mask, note
         reference = resample_grid(image, spacing)
         interpolator = getattr(sitk, _INTERPOLATORS[self.interpolator])
         pixel = image.GetPixelID() if self.interpolator == "nearest" else sitk.sitkFloat32

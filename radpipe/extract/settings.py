@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, model_validator
 
 from radpipe.errors import ConfigError
 from radpipe.extract.preprocess import PreprocessStep
@@ -63,6 +63,12 @@ class ExtractSettings(BaseModel):
     engine: Literal["pyradiomics", "mirp"] = Field(
         "pyradiomics", description="Feature engine: pyradiomics, or MIRP (IBSI-compliant; pip install \"radpipe[ibsi]\"), "
         "with settings mapped from this section (radpipe.extract.mirp_engine).")
+    names: Literal["pyradiomics", "ibsi"] = Field(
+        "pyradiomics", description="Feature column names: pyradiomics' (original_glcm_Contrast) or IBSI-style "
+        "(cm_contrast_d1_3d_avg_fbs_w25; radpipe.extract.ibsi_names). The codebook keeps both.")
+    interpolation: Literal["radpipe", "ibsi"] = Field(
+        "radpipe", description="ibsi: every resample step follows the IBSI (grid size rounded up, centres aligned, "
+        "mask linear >= 0.5, integer intensities rounded; radpipe.extract.ibsi_interpolation).")
     mirp: dict[str, Any] = Field(
         default_factory=dict, description="Further MIRP extract_features keywords (engine: mirp only), e.g. "
         "glcm_spatial_method: [3d_average].")
@@ -74,11 +80,29 @@ class ExtractSettings(BaseModel):
     # hands out the parameters of the settings it was copied from
     _params_cache: tuple[str, dict] | None = PrivateAttr(None)
 
+    @model_validator(mode="after")
+    def _ibsi_interpolation(self):
+        if self.interpolation == "ibsi":
+            for step in self.preprocessing:
+                if step.step == "resample" and step.mode != "ibsi":
+                    step.mode = "ibsi"
+        return self
+
     def resolve_paths(self, base: Path, recipe_file: Path | None = None) -> None:
         """Make ``params_file`` absolute and validate the pyradiomics parameters now, not mid-run."""
         if self.params_file is not None and not self.params_file.is_absolute():
             self.params_file = (base / self.params_file).resolve()
         self.pyradiomics_params(source=str(recipe_file) if recipe_file else None)
+        if self.interpolation == "ibsi":
+            from radpipe.extract.ibsi_interpolation import check_bin_alignment
+
+            setting = self.pyradiomics_params()["setting"]
+            if any(setting.get("resampledPixelSpacing") or []):
+                raise ConfigError("interpolation: ibsi applies to radpipe's resample step; remove "
+                                  "resampledPixelSpacing and add {step: resample, spacing: [...]}",
+                                  file=str(recipe_file) if recipe_file else None,
+                                  key="extract.setting.resampledPixelSpacing")
+            check_bin_alignment(setting, source=str(recipe_file) if recipe_file else None)
         if self.engine == "mirp":
             from radpipe.extract.mirp_engine import mirp_keywords, require_mirp
 
