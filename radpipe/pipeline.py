@@ -80,6 +80,26 @@ def _check_negative_controls(recipe: Recipe, survival: bool, n_classes: int) -> 
                           key="negative_controls")
 
 
+def _check_robust_features(recipe: Recipe, requested, out_dir: Path, pseudonymise: Path | None):
+    """The model settings with ``robust_features`` pointing at a table: a given one is read now (a missing file or
+    column is refused before any extraction); ``auto`` points at the one this run computes on the training cohort."""
+    source = requested.robust_features
+    if not source:
+        return requested
+    if source != "auto":
+        from radpipe.robustness.table import read_robustness
+
+        read_robustness(source)
+        return requested
+    if pseudonymise:
+        from radpipe.errors import ConfigError
+
+        raise ConfigError("model.robust_features: auto writes perturbed-feature tables with the real case ids; with "
+                          "--pseudonymise run `radpipe robustness` apart and give its robustness.csv",
+                          key="model.robust_features")
+    return requested.model_copy(update={"robust_features": str(Path(out_dir) / "robustness" / "robustness.csv")})
+
+
 def run_recipe(recipe: Recipe, recipe_dir: Path, out_dir: str | Path, *, jobs: int = 1,
                scheduler: str | None = None, explain: bool = True,
                pseudonymise: Path | None = None, hooks: RunHooks | None = None) -> RunResult:
@@ -134,6 +154,7 @@ def run_recipe(recipe: Recipe, recipe_dir: Path, out_dir: str | Path, *, jobs: i
         hooks.note(message)
     if recipe.negative_controls:  # refused now, not after hours of extraction and training
         _check_negative_controls(recipe, survival, len(checked.classes) if not survival else 0)
+    requested = _check_robust_features(recipe, checked.requested, out_dir, pseudonymise)
 
     def extract(one: Cohort, folder: Path, reference: Path | None = None) -> ExtractResult:
         with hooks.extracting(one, folder) as on_result:
@@ -151,12 +172,19 @@ def run_recipe(recipe: Recipe, recipe_dir: Path, out_dir: str | Path, *, jobs: i
     def keyed(table: pd.DataFrame) -> pd.DataFrame:
         return table.rename(index=rename).rename_axis("case_id")
 
+    if recipe.model.robust_features == "auto":  # label-free, and on the training cohort only: never external ones
+        from radpipe.robustness.stage import robustness_cohort
+
+        hooks.note(f"robust_features: auto: {recipe.robustness.n_versions} perturbed versions of each training case "
+                   f"-> {out_dir / 'robustness'}")
+        robustness_cohort(cohort, recipe.extract, recipe.robustness, out_dir / "robustness", jobs=jobs,
+                          scheduler=scheduler)
     X = modelling_table(read_feature_table(extracted.out_dir / "features.csv"), recipe.extract.aggregate)
     if survival:
-        inputs = survival_training_inputs(X, keyed(checked.outcomes), checked.requested,
+        inputs = survival_training_inputs(X, keyed(checked.outcomes), requested,
                                           source=str(cohort.spec.root / cohort.spec.labels))
     else:
-        inputs = training_inputs(X, keyed(checked.outcomes), checked.requested, label_column=checked.label_column,
+        inputs = training_inputs(X, keyed(checked.outcomes), requested, label_column=checked.label_column,
                                  dataset=cohort.name)
     # the fold counts were told before extraction; again only when failed cases changed them
     for message in inputs.notes(folds=inputs.folds != checked.folds):

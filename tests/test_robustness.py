@@ -222,3 +222,29 @@ def test_robust_features_drops_exactly_the_non_robust_columns_and_the_card_recor
         training_inputs(X, y, settings.model_copy(update={"robust_features": str(tmp_path / "bad.csv")}))
     with pytest.raises(ConfigError, match="not found"):
         training_inputs(X, y, settings.model_copy(update={"robust_features": str(tmp_path / "none.csv")}))
+
+
+@pytest.mark.slow  # a whole run (extract, perturb, train): ~35 s on a loaded 2-core machine
+def test_run_with_robust_features_auto_computes_robustness_on_the_training_cohort_only(tmp_path):
+    import json
+
+    from radpipe.config import Recipe
+    from radpipe.demo import make_demo_cohort
+    from radpipe.pipeline import run_recipe
+
+    cohort = make_demo_cohort(tmp_path / "cohort", n_cases=20)
+    recipe = Recipe.model_validate({
+        "name": "auto", "dataset": str(cohort),
+        "extract": {"featureClass": {"shape": ["VoxelVolume", "Sphericity", "Elongation"],
+                                     "firstorder": ["Mean", "Kurtosis", "Range"]}},
+        "robustness": {"rotation": [-10, 10], "noise_repeats": 1},
+        "model": {"models": ["logreg"], "positive_class": "aggressive", "outer_folds": 3, "inner_folds": 2,
+                  "bootstrap": 0, "robust_features": "auto"}})
+    run_recipe(recipe, tmp_path, tmp_path / "out", explain=False)
+    table = pd.read_csv(tmp_path / "out" / "robustness" / "robustness.csv")
+    assert set(table["n_cases"]) == {20} and set(table["n_versions"]) == {2}
+    card = json.loads((tmp_path / "out" / "models" / "model_card.json").read_text())
+    record = card["cv"]["robust_features"]
+    assert record["file"] == str(tmp_path / "out" / "robustness" / "robustness.csv")
+    assert record["dropped"] == int((~table["robust"]).sum())
+    assert set(card["feature_names"]) == set(table.loc[table["robust"], "feature"])
