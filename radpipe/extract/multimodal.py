@@ -138,7 +138,6 @@ def extract_multimodal(cohort: Cohort, settings: ExtractSettings, out_dir: str |
     started, clock = datetime.now(UTC), time.perf_counter()
     folder = PART_FOLDERS[cohort.part_kind]
     kind = cohort.part_kind  # the name of the part column in the tables: "modality" or "timepoint"
-    rename = _renamer(pseudonymise)
     parts = {}
     for name, part in cohort.parts.items():
         part_reference = reference
@@ -150,6 +149,7 @@ def extract_multimodal(cohort: Cohort, settings: ExtractSettings, out_dir: str |
                                      scheduler=scheduler, cache_dir=cache_dir, formats=formats,
                                      pseudonymise=pseudonymise, reference=part_reference, on_result=on_result)
 
+    rename = _renamer(pseudonymise)  # after the parts: the first of them wrote the key file these ids come from
     case_ids = [rename(case.case_id) for case in cohort.cases]
     wides = {name: _plain_index(result.features) for name, result in parts.items()}
     require_all = cohort.spec.require_all_modalities if cohort.part_kind == "modality" else True
