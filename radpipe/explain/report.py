@@ -50,6 +50,7 @@ from radpipe.explain.shap_values import (
     parse_feature_name,
 )
 from radpipe.explain.stability import fold_stability
+from radpipe.explain.study import write_study
 from radpipe.model.folder import ModelFolder
 from radpipe.model.inputs import features_for_model
 from radpipe.model.persist import load_model
@@ -235,6 +236,9 @@ def explain(
                                                 has_labels=labels is not None and labels.notna().any()))
     if rows:
         write_csv(out_dir / "patients.csv", pd.DataFrame(rows).set_index("case_id"))
+    # study.html and the CLEAR/METRICS checklists; the features folder is the one holding the codebook
+    write_study(folder.path, out_dir, features_dir=Path(codebook).parent if isinstance(codebook, str | Path) else None,
+                banner=settings.banner)
     timings["cohort_page"] = time.time() - tick
     summary["elapsed_seconds"] = round(time.time() - started, 2)
     summary["timings_seconds"] = {k: round(v, 2) for k, v in timings.items()}

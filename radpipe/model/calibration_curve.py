@@ -100,7 +100,8 @@ def smoothed_calibration(y_true, y_prob, points: int = 50) -> pd.DataFrame:
 
 
 def _citl(y: np.ndarray, p: np.ndarray) -> tuple[float, float, float]:
-    slope, intercept = calibration_slope_intercept(y, p)
+    with np.errstate(over="ignore"):  # a resample the logistic fit cannot fit gives NaN, left out of the CI
+        slope, intercept = calibration_slope_intercept(y, p)
     return float(y.mean() - p.mean()), intercept, slope
 
 
