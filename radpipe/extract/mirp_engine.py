@@ -213,10 +213,11 @@ def _mirp_spacing(spacing, by_slice: bool):
 
 
 def mirp_features(image: sitk.Image, mask: sitk.Image, keywords: dict[str, Any], *,
-                  modality: str = "ct") -> dict[str, float]:
+                  modality: str | None = "ct") -> dict[str, float]:
     """MIRP's features for one image and mask (SimpleITK images), as ``{MIRP column: value}``.
 
-    The pair is written to temporary NIfTI files and MIRP runs sequentially in this process.
+    The pair is written to temporary NIfTI files and MIRP runs sequentially in this process. ``modality``:
+    "ct", "pet", "mr", or None for MIRP's generic image.
 
     Examples
     --------
@@ -245,8 +246,9 @@ def mirp_features(image: sitk.Image, mask: sitk.Image, keywords: dict[str, Any],
         previous = logging.root.level
         logging.root.setLevel(logging.WARNING)
         try:
+            extra = {"image_modality": modality} if modality else {}
             tables = extract_features(write_features=False, export_features=True, image=str(image_path),
-                                      mask=str(mask_path), image_modality=modality, **keywords)
+                                      mask=str(mask_path), **extra, **keywords)
         finally:
             logging.root.setLevel(previous)
     table = tables[0]
@@ -270,7 +272,16 @@ def extract_case_mirp(case: CaseInput, settings: ExtractSettings) -> CaseResult:
                                 geometry_tolerance=settings.geometry_tolerance)
     image, mask, records = preprocess.apply_preprocessing(image, mask, before)
     unit = (settings.intensity_unit or ("HU" if modality == "CT" else "")).upper()
-    values = mirp_features(image, mask, keywords, modality="ct" if unit == "HU" else "generic")
+    # MIRP treats CT (integer HU after interpolation), PET and MR images by modality; others stay generic
+    kind = "ct" if unit == "HU" else {"PT": "pet", "MR": "mr"}.get(modality)
+    if (kind is None and keywords.get("base_discretisation_method") == "fixed_bin_size"
+            and "resegmentation_intensity_range" not in keywords):
+        from radpipe.errors import CaseError
+
+        raise CaseError("MIRP's fixed bin size needs the lower bound of the intensity range, which it knows only for "
+                        "CT and PET: set extract.setting.resegmentRange, extract.setting.binCount, or "
+                        "extract.intensity_unit: HU")
+    values = mirp_features(image, mask, keywords, modality=kind)
     result.features.append({"case_id": case.case_id, "roi": None, **values})
     records.append({"step": "mirp", "params": {k: repr(v) for k, v in keywords.items()},
                     "result": f"MIRP {mirp_version()}, {len(values)} features"})
@@ -348,7 +359,7 @@ def mirp_codebook(columns: list[str], keywords: dict[str, Any], preprocessing: s
                 "first order" if family in ("intensity-based statistics", "intensity histogram", "local intensity",
                                             "intensity-volume histogram") else "texture" if family else "")
         rows.append({
-            "column": column, "display_name": name or column, "unit": "", "description": name,
+            "column": column, "pyradiomics_column": "", "ibsi_column": column, "display_name": name or column, "unit": "", "description": name,
             "image_type": "original" if not column.startswith(("log_", "laplacian")) else column.split("_", 1)[0],
             "feature_class": family, "feature": name, "family": kind, "ibsi_code": code, "ibsi_name": name,
             "ibsi_note": f"engine: {version}; IBSI definition" if code else f"engine: {version}",
