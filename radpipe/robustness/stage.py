@@ -78,7 +78,6 @@ def version_table(settings: RobustnessSettings) -> pd.DataFrame:
     Examples
     --------
     >>> from radpipe.robustness.settings import RobustnessSettings
-from radpipe.robustness.table import READER_ICC_FILE, ROBUSTNESS_FILE
     >>> version_table(RobustnessSettings(rotation=[-15, 0, 15], noise_repeats=2, volume=[-0.1, 0, 0.1])).shape
     (18, 7)
     """
@@ -221,14 +220,18 @@ def robustness_cohort(cohort: Cohort, settings: ExtractSettings, robustness: Rob
 
     Examples
     --------
-    >>> import radpipe, tempfile
-    >>> from radpipe.robustness.settings import RobustnessSettings
-from radpipe.robustness.table import READER_ICC_FILE, ROBUSTNESS_FILE
-    >>> from radpipe.robustness.stage import robustness_cohort
-    >>> from radpipe.extract.settings import ExtractSettings
-    >>> cohort = radpipe.demo_cohort(tempfile.mkdtemp(), n_cases=6)  # doctest: +SKIP
-    >>> result = robustness_cohort(cohort, ExtractSettings(featureClass={"shape": None}),
-    ...                            RobustnessSettings(rotation=[-10, 0, 10]), tempfile.mkdtemp())  # doctest: +SKIP
+    >>> import tempfile
+    >>> from pathlib import Path
+    >>> from radpipe.cohort import load_cohort
+    >>> from radpipe.demo import make_demo_cohort
+    >>> work = Path(tempfile.mkdtemp())
+    >>> cohort = load_cohort(str(make_demo_cohort(work / "cohort", n_cases=6)))
+    >>> result = robustness_cohort(cohort, ExtractSettings(featureClass={"shape": ["VoxelVolume", "Sphericity"]}),
+    ...                            RobustnessSettings(rotation=[-10, 10]), work / "robustness")
+    >>> result.robustness[["feature", "n_cases", "n_versions"]].values.tolist()
+    [['original_shape_VoxelVolume', 6, 2], ['original_shape_Sphericity', 6, 2]]
+    >>> bool(result.robustness.set_index("feature").loc["original_shape_VoxelVolume", "icc"] > 0.95)
+    True
     """
     out_dir = Path(out_dir)
     versions = version_table(robustness)
