@@ -114,6 +114,9 @@ def extract(
     reference: Annotated[Path | None, typer.Option(
         help="The training cohort's features folder (or model folder): reuse its bin width instead of choosing "
         "one from this cohort.")] = None,
+    names: Annotated[str | None, typer.Option(
+        "--names", help="Feature column names: 'pyradiomics' (original_glcm_Contrast) or 'ibsi' "
+        "(cm_contrast_d1_3d_avg_fbs_w25); default the recipe's extract.names. codebook.csv keeps both.")] = None,
     debug: Debug = False,
 ) -> int:
     """Extract pyradiomics features for every case of a cohort.
@@ -132,6 +135,12 @@ def extract(
     if params is not None:
         settings = settings.model_copy(update={"params_file": params.resolve()})
         settings.resolve_paths(Path.cwd())
+    if names is not None:
+        from radpipe.errors import ConfigError
+
+        if names not in ("pyradiomics", "ibsi"):
+            raise ConfigError(f"unknown naming {names!r}; choose 'pyradiomics' or 'ibsi'", key="--names")
+        settings = settings.model_copy(update={"names": names})
     cohort = load_cohort(dataset, relative_to=base)
     formats = tuple(part.strip() for part in format.split(",") if part.strip())
     hooks = ConsoleHooks(show_case_ids=pseudonymise is None)

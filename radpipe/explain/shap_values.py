@@ -462,6 +462,11 @@ def parse_feature_name(name: str) -> dict[str, str]:
             image_filter = "LoG"
         return {"filter": image_filter, "filter_detail": parts[0], "class": parts[1],
                 "family": _CLASSES[parts[1]], "feature": parts[2]}
+    from radpipe.extract.ibsi_names import pyradiomics_parts
+
+    ibsi = pyradiomics_parts(base)  # an IBSI-style name (extract.names: ibsi), e.g. cm_contrast_d1_3d_avg_fbs_w25
+    if ibsi is not None:
+        return parse_feature_name("_".join(ibsi))
     return {"filter": "none", "filter_detail": "none", "class": "other", "family": "other", "feature": base}
 
 

@@ -233,6 +233,7 @@ def extract_cohort(cohort: Cohort, settings: ExtractSettings, out_dir: str | Pat
             "tables_written": previous is None,
             "settings": json.loads(settings.model_dump_json()),
             "pyradiomics_params": settings.pyradiomics_params(),
+            "engine": _engine_record(settings),
             "discretisation": discretisation,
             "spacing": _spacing_record(survey),
             "warnings": warnings,
@@ -258,6 +259,17 @@ def extract_cohort(cohort: Cohort, settings: ExtractSettings, out_dir: str | Pat
                          discretisation=discretisation, warnings=warnings, survey=survey)
 
 
+def _engine_record(settings: ExtractSettings) -> dict:
+    """Which feature engine computed the table, and its version."""
+    from importlib.metadata import version
+
+    name = settings.engine
+    try:
+        return {"name": name, "version": version("mirp" if name == "mirp" else "pyradiomics-bhklab")}
+    except Exception:  # a pyradiomics installed under another distribution name
+        return {"name": name, "version": software_versions().get(name, "")}
+
+
 def _spacing_record(survey: CohortSurvey) -> dict:
     """The cohort's voxel spacing for the manifest: median and range per axis (after preprocessing)."""
     return {"median_mm": list(survey.median_spacing),
@@ -280,18 +292,27 @@ def _write_tables(out_dir: Path, results: list[CaseResult], problem_rows: list[d
         pseudonyms.save()
     params = settings.pyradiomics_params()
     prep = "; ".join(step.step for step in settings.preprocessing) or "none"
+    from radpipe.extract.ibsi import ibsi_table
+
+    if settings.engine == "mirp":  # MIRP's columns already carry IBSI-based names
+        from radpipe.extract.mirp_engine import mirp_codebook, mirp_keywords
+
+        codebook = mirp_codebook(list(wide.columns), mirp_keywords(settings)[0], prep, intensity_unit=intensity_unit)
+    else:
+        codebook = tables.codebook_table(list(wide.columns), params, ibsi_table(), prep,
+                                         intensity_unit=intensity_unit, length_unit=length_unit,
+                                         feature_qc=degenerate_features(wide), names=settings.names)
+    # the long table keeps pyradiomics' parts (image type, class, feature) whatever the column names
+    long = tables.long_table(wide)
+    if settings.names != "pyradiomics" and settings.engine != "mirp":
+        wide = wide.rename(columns=dict(zip(codebook["pyradiomics_column"], codebook["column"], strict=True)))
     written = {}
     if "csv" in formats:
         written["features.csv"] = tables.write_csv(wide, out_dir / "features.csv")
-        written["features_long.csv"] = tables.write_csv(tables.long_table(wide), out_dir / "features_long.csv")
+        written["features_long.csv"] = tables.write_csv(long, out_dir / "features_long.csv")
     if "parquet" in formats:
         written["features.parquet"] = tables.write_parquet(wide, out_dir / "features.parquet")
-    from radpipe.extract.ibsi import ibsi_table
-
-    written["codebook.csv"] = tables.write_csv(
-        tables.codebook_table(list(wide.columns), params, ibsi_table(), prep, intensity_unit=intensity_unit,
-                              length_unit=length_unit, feature_qc=degenerate_features(wide)),
-        out_dir / "codebook.csv")
+    written["codebook.csv"] = tables.write_csv(codebook, out_dir / "codebook.csv")
     written["diagnostics.csv"] = tables.write_csv(diagnostics, out_dir / "diagnostics.csv")
     written["qc.csv"] = tables.write_csv(qc, out_dir / "qc.csv")
     return wide, qc, written
@@ -315,6 +336,7 @@ def _outputs_key(items: list[CaseInput], keys: dict[str, str], problem_rows: lis
         "problems": problem_rows,
         "settings": settings.fingerprint(),
         "formats": sorted(set(formats)),
+        "names": settings.names,  # column names change the tables, not the cached feature values
         "pseudonyms": [pseudonyms(case_id) for case_id in ids] if pseudonyms else None,
     }, sort_keys=True, default=str)
     return hashlib.sha256(payload.encode()).hexdigest()

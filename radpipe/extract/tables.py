@@ -22,9 +22,9 @@ from radpipe.extract.features import CaseResult
 ID_COLUMNS = ("case_id", "roi")
 QC_COLUMNS = ["case_id", "roi", "status", "action", "reason"]
 LONG_COLUMNS = ["case_id", "roi", "image_type", "feature_class", "feature", "value"]
-CODEBOOK_COLUMNS = ["column", "display_name", "unit", "description", "image_type", "feature_class", "feature",
-                    "family", "ibsi_code", "ibsi_name", "ibsi_note", "discretisation", "resampling",
-                    "normalisation", "preprocessing", "feature_qc", "pyradiomics_doc"]
+CODEBOOK_COLUMNS = ["column", "pyradiomics_column", "ibsi_column", "display_name", "unit", "description",
+                    "image_type", "feature_class", "feature", "family", "ibsi_code", "ibsi_name", "ibsi_note",
+                    "discretisation", "resampling", "normalisation", "preprocessing", "feature_qc", "pyradiomics_doc"]
 
 
 def split_feature_name(column: str) -> tuple[str, str, str]:
@@ -103,8 +103,12 @@ def _feature_docs() -> dict[tuple[str, str], str]:
 
 def codebook_table(columns: list[str], params: dict, ibsi: pd.DataFrame | None = None,
                    preprocessing: str = "", *, intensity_unit: str = "a.u.", length_unit: str = "mm",
-                   feature_qc: dict[str, str] | None = None) -> pd.DataFrame:
+                   feature_qc: dict[str, str] | None = None, names: str = "pyradiomics") -> pd.DataFrame:
     """One row per feature column: what it is, its unit, and the settings that produced it.
+
+    ``columns`` are pyradiomics names. ``pyradiomics_column`` and ``ibsi_column`` give each feature's name in
+    both conventions (:mod:`radpipe.extract.ibsi_names`); ``column`` is the one the tables use, as chosen by
+    ``names`` (``"pyradiomics"`` or ``"ibsi"``).
 
     ``display_name``, ``unit`` and ``description`` (one plain sentence) come from
     :mod:`radpipe.extract.feature_docs`; ``pyradiomics_doc`` keeps the first paragraph of pyradiomics' own
@@ -121,8 +125,10 @@ def codebook_table(columns: list[str], params: dict, ibsi: pd.DataFrame | None =
     ['Intensity variance', 'HU²']
     """
     from radpipe.extract import feature_docs
+    from radpipe.extract.ibsi_names import ibsi_names
 
     setting = params.get("setting", {})
+    ibsi_columns = ibsi_names([c for c in columns if c not in ID_COLUMNS], params)
     discretisation = (f"binCount={setting['binCount']}" if "binCount" in setting
                       else f"binWidth={setting.get('binWidth', 25)}")
     if setting.get("normalize"):  # pyradiomics' z-score normalisation leaves no physical unit
@@ -139,7 +145,9 @@ def codebook_table(columns: list[str], params: dict, ibsi: pd.DataFrame | None =
                   "first order" if feature_class == "firstorder" else "texture")
         code = codes.get((feature_class, feature), {})
         rows.append({
-            "column": column,
+            "column": ibsi_columns[column] if names == "ibsi" else column,
+            "pyradiomics_column": column,
+            "ibsi_column": ibsi_columns[column],
             "display_name": feature_docs.display_name(column),
             "unit": feature_docs.feature_unit(column, intensity_unit, length_unit),
             "description": feature_docs.description(column),
@@ -212,7 +220,8 @@ def aggregate_rois(table: pd.DataFrame, method: str, volume_column: str | None =
         return table
     numeric = table.drop(columns=["roi"])
     volume_column = volume_column or next(
-        (c for c in table.columns if c.endswith("shape_VoxelVolume") or c.endswith("shape2D_PixelSurface")), None)
+        (c for c in table.columns if c.endswith("shape_VoxelVolume") or c.endswith("shape2D_PixelSurface")
+         or c == "morph_vol_approx"), None)  # the last: extract.names ibsi
     if method == "max":
         return numeric.groupby(level=0, sort=False).max()
     if volume_column is None:
