@@ -248,3 +248,25 @@ def test_run_with_robust_features_auto_computes_robustness_on_the_training_cohor
     assert record["file"] == str(tmp_path / "out" / "robustness" / "robustness.csv")
     assert record["dropped"] == int((~table["robust"]).sum())
     assert set(card["feature_names"]) == set(table.loc[table["robust"], "feature"])
+
+
+def test_cli_runs_the_recipe_and_refuses_a_misspelt_key(tmp_path):
+    from typer.testing import CliRunner
+
+    from radpipe.cli import app
+
+    _cohort(tmp_path / "cohort", n=4)
+    recipe = tmp_path / "recipe.yaml"
+    recipe.write_text("name: t\ndataset: cohort\nextract:\n  setting: {binWidth: 10}\n  featureClass: {shape: [VoxelVolume]}"
+                      "\nrobustness:\n  rotation: [-10, 10]\n  threshold: 0.9\n")
+    runner = CliRunner()
+    done = runner.invoke(app, ["robustness", str(tmp_path / "cohort"), "--recipe", str(recipe),
+                               "--out", str(tmp_path / "out")])
+    assert done.exit_code == 0, done.output
+    table = pd.read_csv(tmp_path / "out" / "robustness.csv")
+    assert table["threshold"].tolist() == [0.9] and table["robust"].tolist() == [table["ci_low"][0] >= 0.9]
+    recipe.write_text("name: t\ndataset: cohort\nrobustness:\n  rotatoin: [-10, 10]\n")
+    refused = runner.invoke(app, ["robustness", str(tmp_path / "cohort"), "--recipe", str(recipe),
+                                  "--out", str(tmp_path / "out2")])
+    assert refused.exit_code == 2 and "robustness.rotatoin" in refused.output
+    assert not (tmp_path / "out2").exists()
