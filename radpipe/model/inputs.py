@@ -432,6 +432,8 @@ class ModelInputs(_CheckedInputs):
     folds : the :class:`FoldPlan`.
     dropped : feature -> why it was left out before modelling.
     n_unlabelled : cases of the feature table without a label (left out).
+    clinical : the covariates of ``settings.clinical`` aligned to X (numeric as float, categorical as text), or None.
+    clinical_types : ``numeric`` / ``categorical`` per covariate.
     """
 
     X: pd.DataFrame
@@ -443,10 +445,36 @@ class ModelInputs(_CheckedInputs):
     batches: pd.Series | None = None
     dropped: dict[str, str] = field(default_factory=dict)
     n_unlabelled: int = 0
+    clinical: pd.DataFrame | None = None
+    clinical_types: dict[str, str] = field(default_factory=dict)
 
     @property
     def y_codes(self) -> np.ndarray:
         return encode_labels(self.y, self.classes)
+
+    def candidate_predictors(self) -> int:
+        """Candidate predictor parameters before selection: every feature offered to the in-fold selection plus the
+        clinical ones (see :func:`radpipe.model.clinical.candidate_parameters`)."""
+        from radpipe.model.clinical import candidate_parameters
+
+        return candidate_parameters(len(self.feature_names), self.clinical, self.clinical_types)
+
+    def sample_size(self) -> dict | None:
+        """Riley et al.'s minimum sample size against this cohort (binary outcomes; None otherwise), see
+        :mod:`radpipe.model.sample_size`."""
+        from radpipe.model.sample_size import sample_size_record
+
+        if len(self.classes) != 2:
+            return None
+        events = int((self.y == self.classes[1]).sum())
+        return sample_size_record(len(self.y), events, self.candidate_predictors())
+
+    def notes(self, *, folds: bool = True) -> list[str]:
+        notes = super().notes(folds=folds)
+        record = self.sample_size()
+        if record and record["warning"]:
+            notes.append(record["warning"])
+        return notes
 
 
     def __repr__(self) -> str:
@@ -547,8 +575,55 @@ def training_inputs(
     if batches is not None:
         batches = check_batches(batches.reindex(X.index), settings, plan=plan, y=y, file=source)
         X[settings.batch_column] = batches.to_numpy()
+    clinical, types = None, {}
+    if settings.clinical:
+        from radpipe.model.clinical import clinical_values
+
+        if len(classes) > 2:
+            raise ConfigError(f"model.clinical compares clinical, radiomics and combined models of a binary outcome; "
+                              f"this outcome has {len(classes)} classes: remove clinical", key="model.clinical")
+        types = check_clinical(table, settings, label_column=label_column, features=X.columns, source=source)
+        clinical = clinical_values(table.reindex(X.index), types)
     return ModelInputs(X=X, y=y.astype(str), classes=classes, settings=settings, folds=plan, groups=groups,
-                       batches=batches, dropped=dropped, n_unlabelled=n_unlabelled)
+                       batches=batches, dropped=dropped, n_unlabelled=n_unlabelled, clinical=clinical,
+                       clinical_types=types)
+
+
+def check_clinical(table: pd.DataFrame, settings: ModelSettings, *, label_column: str = LABEL_COLUMN,
+                   features: Iterable[str] = (), source: str | None = None) -> dict[str, str]:
+    """The type (numeric / categorical) of each covariate of ``settings.clinical``, checked against the labels table.
+
+    Refused: a covariate the table lacks (the columns it has are named), and one that is the outcome, the group
+    or batch column, a survival outcome's time or event column, or the name of a feature column.
+
+    Examples
+    --------
+    >>> table = pd.DataFrame({"label": ["a", "b"], "age": ["50", "61"], "grade": ["High", "Low"]})
+    >>> check_clinical(table, ModelSettings(clinical=["age", "grade"]))
+    {'age': 'numeric', 'grade': 'categorical'}
+    """
+    from radpipe.model.clinical import infer_types
+
+    columns = list(settings.clinical or [])
+    missing = [c for c in columns if c not in table.columns]
+    if missing:
+        raise ConfigError(f"model.clinical names {_names(missing)}, which the labels table lacks (columns found: "
+                          f"{_shown(table.columns)})", file=source, key="model.clinical")
+    roles = {label_column: "the outcome being predicted", settings.group_column: "the group column of the folds",
+             settings.batch_column: "the batch column (ComBat)"}
+    if settings.outcome is not None:
+        roles.update({settings.outcome.time: "the survival outcome's time", settings.outcome.event:
+                      "the survival outcome's event"})
+    for column in columns:
+        if column in roles and column is not None:
+            raise ConfigError(f"covariate '{column}' is {roles[column]}: an outcome (or a column that decides the "
+                              "folds) can never be a predictor; remove it from model.clinical", file=source,
+                              key="model.clinical")
+    clash = [c for c in columns if c in set(map(str, features))]
+    if clash:
+        raise ConfigError(f"covariate(s) {clash} have the name of a feature column: rename them in the labels file",
+                          file=source, key="model.clinical")
+    return infer_types(table, columns, settings.clinical_types, source=source)
 
 
 def _case_groups(index: pd.Index, table: pd.DataFrame, groups: pd.Series | None, settings: ModelSettings, *,
@@ -1185,6 +1260,11 @@ def check_recipe_inputs(cohort: Cohort, settings: ModelSettings, *,
     settings = plan.settings(requested)
     if settings.rebalance == "smote":
         _check_smote(plan, settings)
+    if settings.clinical:
+        if len(classes) > 2:
+            raise ConfigError(f"model.clinical compares models of a binary outcome; dataset '{cohort.name}' has "
+                              f"{len(classes)} classes: remove clinical", key="model.clinical")
+        check_clinical(cohort.clinical, settings, label_column=column, source=file)
     outcomes = cohort_outcomes(cohort)
     outside: dict[str, pd.DataFrame] = {}
     batches = None

@@ -230,9 +230,25 @@ def render_model_card(card: dict) -> str:
         if card.get(key):
             lines += ["", f"## {title}", str(card[key])]
     lines += ["", "## Selected features", ""] + [f"- `{name}`" for name in card.get("selected_features", [])]
+    if card.get("sample_size"):
+        lines += ["", "## Sample size (Riley et al., BMJ 2020;368:m441)", *_sample_size_lines(card["sample_size"])]
     versions = card.get("versions") or software_versions()
     lines += ["", "## Software", ", ".join(f"{k} {v}" for k, v in versions.items()), ""]
     return "\n".join(lines)
+
+
+def _sample_size_lines(record: dict) -> list[str]:
+    """The card's sample-size section: each criterion's minimum, the cohort's numbers and the warning."""
+    lines = [f"- Candidate predictor parameters (before selection): {record['candidate_predictors']}; prevalence "
+             f"{_fmt(record['prevalence'])}; anticipated Cox-Snell R2 {_fmt(record['r2_cs'])} "
+             f"({record.get('r2_cs_source', '')})"]
+    lines += [f"- {c['name']}: n >= {c['n']}" for c in record.get("criteria", [])]
+    lines.append(f"- Required: {record['n_required']} cases ({record['events_required']} events); available: "
+                 f"{record['n_available']} cases ({record['events_available']} events), "
+                 f"{_fmt(record['events_per_predictor'])} events per candidate predictor")
+    if record.get("warning"):
+        lines += ["", f"**Warning:** {record['warning']}"]
+    return lines
 
 
 def _classifier_card_lines(card: dict) -> list[str]:
@@ -254,6 +270,9 @@ def _classifier_card_lines(card: dict) -> list[str]:
         lines += [
             "## Outcome and data",
             f"- Classes: {', '.join(map(str, classes))} (positive: **{card.get('positive_class')}**)",
+            *([f"- Model kind: {card['kind']} (covariates: "
+               + ", ".join(f"{k} ({v})" for k, v in (card.get("clinical_types") or {}).items()) + ")"]
+              if card.get("kind") else []),
             f"- Training cases: {card.get('n_cases', 'NA')}; class counts: "
             + ", ".join(f"{k}: {v}" for k, v in counts.items()),
         ]

@@ -117,6 +117,17 @@ class ModelSettings(BaseModel):
         "unset: the outcome is the label column (binary or multi-class). A survival outcome's models default to "
         "coxnet, rsf and gbsa."
     )
+    clinical: list[str] | None = Field(
+        None, description="Columns of the cohort's labels table used as clinical covariates (e.g. [age, grade]). With "
+        "them radpipe also trains, on the same outer folds, a clinical-only logistic model ('clinical') and one over "
+        "the covariates plus the in-fold selected radiomics features ('combined'), and compares them with the "
+        "radiomics models (comparison.csv). Binary outcomes only."
+    )
+    clinical_types: dict[str, Literal["numeric", "categorical"]] | None = Field(
+        None, description="Override the inferred type of a covariate, e.g. {grade: categorical} (default: numeric "
+        "when every filled cell is a number). Numeric covariates are imputed (median) and standardised, categorical "
+        "ones imputed (most frequent) and one-hot encoded, inside each training fold."
+    )
 
     robust_features: str | None = Field(
         None, description="A robustness.csv written by `radpipe robustness` (or its folder): features it flags as "
@@ -141,6 +152,7 @@ class ModelSettings(BaseModel):
 
     @model_validator(mode="after")
     def _check(self) -> ModelSettings:
+        self._check_clinical()
         if self.is_survival:
             self._check_survival()
         elif any(name in SURVIVAL_MODEL_NAMES for name in self.models):
@@ -164,6 +176,19 @@ class ModelSettings(BaseModel):
             raise ValueError(f"group_column and batch_column are both {self.batch_column!r}: grouped CV would hold "
                              "whole batches out of training, and ComBat cannot harmonise a batch it was not fitted on")
         return self
+
+    def _check_clinical(self) -> None:
+        if self.clinical is not None:
+            if not self.clinical:
+                raise ValueError("clinical is empty: name covariate columns of the labels table, e.g. [age, grade]")
+            if len(set(self.clinical)) != len(self.clinical):
+                raise ValueError(f"clinical covariates repeat in {self.clinical}")
+            if self.is_survival:
+                raise ValueError("clinical covariates are compared for a binary outcome; a survival outcome does not "
+                                 "take them yet: remove clinical")
+        unknown = [c for c in (self.clinical_types or {}) if c not in (self.clinical or [])]
+        if unknown:
+            raise ValueError(f"clinical_types names {unknown}, which are not in clinical {self.clinical or []}")
 
     def _check_survival(self) -> None:
         if "models" not in self.model_fields_set:

@@ -49,8 +49,9 @@ METRICS_COLUMNS = ["cohort", "model", *METRIC_COLUMNS, "delong_p_vs_best", "auc_
 #: appended to every classifier's predictions.csv: how unlike the training cases a case is (a warning only, see
 #: radpipe.model.neighbours); out-of-fold rows are scored by their fold's own scorer
 OOD_COLUMNS = ["ood_percentile", "ood_flag"]
+#: rad_score: the linear predictor of a linear model (radpipe.model.radscore), empty for the others
 PREDICTION_COLUMNS = ["case_id", "model", "repeat", "fold", "label", "y_true", "y_prob", "cohort", "threshold", "y_pred",
-                      *OOD_COLUMNS]
+                      "rad_score", *OOD_COLUMNS]
 
 MULTICLASS_SCORING = "roc_auc_ovr (macro one-vs-rest ROC AUC)"
 MULTICLASS_RULE = "no threshold: the predicted class is the most probable one (argmax of predict_proba)"
@@ -375,12 +376,25 @@ def fit_models(
 
     final = refit_all(X, y_idx, settings, g, progress=say, advance=advance)
     neighbours = {m: Neighbours.fit(final[m][0], X, groups=g, seed=settings.seed) for m in settings.models}
+    fold_fits = {m: cv.folds[m] for m in settings.models}
+    clinical = None
+    if inputs.clinical is not None:  # clinical-only and combined models on the same outer folds
+        clinical = _clinical_models(inputs, cv, y, y_idx, classes, say, predictions, best)
+        metrics = pd.concat([metrics, clinical["metrics"]], ignore_index=True)
+        predictions = pd.concat([predictions, clinical["predictions"]], ignore_index=True)
+        thresholds.update(clinical["thresholds"])
+        fold_fits.update(clinical["folds"])
+        cv.seconds.update(clinical["seconds"])
+    if len(classes) == 2:
+        predictions = _with_rad_scores(predictions, fold_fits, X if clinical is None else clinical["X"])
 
     ext_rows: list[dict] = []
     for name, (Xe, ye) in (external or {}).items():
         Xe, ye = external_inputs(name, Xe, ye, inputs)
         say(f"external cohort {name}: {len(Xe)} cases")
         rows, frames = _external(name, Xe, ye, final, thresholds, best, classes, settings, neighbours)
+        if len(classes) == 2:
+            frames = [f.assign(rad_score=_linear_score(final[str(f["model"].iloc[0])][0], Xe)) for f in frames]
         ext_rows += rows
         predictions = pd.concat([predictions, *frames], ignore_index=True)
     if ext_rows:
@@ -401,6 +415,8 @@ def fit_models(
     inputs_card = _inputs_card(inputs)
     if discretisation:
         inputs_card["discretisation"] = discretisation
+    if len(classes) == 2:
+        _write_study_tables(folder, inputs, predictions, best, settings, inputs_card)
     model_dirs: dict[str, Path] = {}
     for name in settings.models:
         pipeline, params = final[name]
@@ -411,9 +427,19 @@ def fit_models(
         model_dirs[name] = folder.model_dir(name)
         _save(pipeline, card, model_dirs[name])
         save_neighbours(neighbours[name], model_dirs[name])
+        _write_radscore(pipeline, X, model_dirs[name])
         if name == best:
             _save(pipeline, card, out_dir)
             save_neighbours(neighbours[name], out_dir)
+            _write_radscore(pipeline, X, out_dir)
+    if clinical is not None:
+        for name, (pipeline, params) in clinical["final"].items():
+            cv_row = metrics[(metrics["cohort"] == "cv") & (metrics["model"] == name)].iloc[0].to_dict()
+            card = _card(name, pipeline, params, cv_row, clinical["X"], y, classes, thresholds[name], settings,
+                         is_best=False, kind=name, clinical_types=dict(inputs.clinical_types), **inputs_card)
+            model_dirs[name] = folder.model_dir(name)
+            _save(pipeline, card, model_dirs[name])
+            _write_radscore(pipeline, clinical["X"], model_dirs[name])
     for fit in cv.folds[best]:
         fold_card = _card(best, fit.estimator, fit.best_params, {}, X, y, classes, fit.threshold,
                           settings, repeat=fit.repeat, fold=fit.fold,
@@ -461,3 +487,80 @@ def _write_splits(folder: ModelFolder, X: pd.DataFrame, cv: NestedCVResult, inpu
         splits["stratified_on"] = ("outcome x batch" if cv.stratified_on_batch else
                                    "outcome (an outcome x batch stratum has fewer cases than outer folds)")
     atomic_write_text(folder.splits_path, json.dumps(splits, indent=1))
+
+
+# ---------------------------------------------------------------- clinical covariates, rad-score, comparison
+
+
+def _clinical_models(inputs: ModelInputs, cv: NestedCVResult, y, y_idx, classes, say, radiomics_predictions,
+                     best: str) -> dict:
+    """The clinical-only and combined models (radpipe.model.clinical) on the radiomics models' outer folds:
+    their metrics and out-of-fold prediction rows, thresholds, fold fits and final refits. Their
+    ``delong_p_vs_best`` compares them with the best radiomics model."""
+    from radpipe.model.clinical import clinical_nested_cv, refit_clinical
+    from radpipe.model.compare import case_probabilities
+
+    settings, g = inputs.settings, inputs.group_array
+    Xc = inputs.X.join(inputs.clinical)
+    radiomics = list(inputs.X.columns)
+    folds, seconds = clinical_nested_cv(Xc, y_idx, settings, g, cv.splits, inputs.clinical_types, radiomics,
+                                        progress=say)
+    names = list(folds)
+    metrics, predictions, info = _summarise_cv(NestedCVResult(folds, cv.splits, seconds), Xc, y, y_idx, classes,
+                                               settings.model_copy(update={"models": names}))
+    table, codes, _ = case_probabilities(pd.concat([radiomics_predictions, predictions], ignore_index=True))
+    metrics["delong_p_vs_best"] = [_delong_p(codes.to_numpy(), table[best].to_numpy(), table[m].to_numpy())
+                                   for m in metrics["model"]]
+    say("final fit: clinical and combined models")
+    final = refit_clinical(Xc, y_idx, settings, g, inputs.clinical_types, radiomics)
+    return {"X": Xc, "metrics": metrics, "predictions": predictions, "thresholds": info["thresholds"],
+            "folds": folds, "seconds": seconds, "final": final}
+
+
+def _linear_score(pipeline, X: pd.DataFrame) -> np.ndarray | float:
+    from radpipe.model.radscore import linear_score
+
+    score = linear_score(pipeline, X)
+    return np.nan if score is None else score
+
+
+def _with_rad_scores(predictions: pd.DataFrame, fold_fits: dict, X: pd.DataFrame) -> pd.DataFrame:
+    """predictions.csv's out-of-fold rows with each linear model's out-of-fold rad-score (its fold model's linear
+    predictor on the fold's test cases); NaN for the other models."""
+    parts = []
+    for name, fits in fold_fits.items():
+        for fit in fits:
+            score = _linear_score(fit.estimator, X.iloc[fit.test_idx][list(fit.estimator.feature_names_in_)])
+            parts.append(pd.DataFrame({"model": name, "repeat": fit.repeat, "fold": fit.fold,
+                                       "case_id": X.index[fit.test_idx], "rad_score": score}))
+    if not parts:
+        return predictions.assign(rad_score=np.nan)
+    scores = pd.concat(parts, ignore_index=True)
+    keys = ["model", "repeat", "fold", "case_id"]
+    merged = predictions.drop(columns=["rad_score"], errors="ignore").merge(scores, on=keys, how="left")
+    return merged
+
+
+def _write_radscore(pipeline, X: pd.DataFrame, model_dir: Path) -> None:
+    from radpipe.model.radscore import training_ranges, write_radscore
+
+    numeric = X.select_dtypes("number")
+    write_radscore(pipeline, model_dir, ranges=training_ranges(numeric))
+
+
+def _write_study_tables(folder: ModelFolder, inputs: ModelInputs, predictions: pd.DataFrame, best: str,
+                        settings: ModelSettings, card: dict) -> None:
+    """comparison.csv (models compared with the clinical one, else with the best) and sample_size.json; the
+    sample size goes into every card of the run."""
+    from radpipe.model.clinical import model_kind
+    from radpipe.model.compare import compare_models
+
+    cv = predictions[predictions["cohort"].astype(str) == "cv"]
+    names = list(dict.fromkeys(cv["model"].astype(str)))
+    reference = "clinical" if "clinical" in names else best
+    table = compare_models(cv, {m: model_kind(m) for m in names}, reference, n_boot=settings.bootstrap,
+                           seed=settings.seed)
+    table.to_csv(folder.comparison_path, index=False)
+    record = inputs.sample_size()
+    atomic_write_text(folder.sample_size_path, json.dumps(_jsonable(record), indent=1))
+    card["sample_size"] = _jsonable(record)
