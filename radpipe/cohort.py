@@ -236,16 +236,11 @@ def _pairs_from_parts(name: str, spec: DatasetSpec, problems: list[CaseProblem]
     declared = spec.modalities or spec.timepoints
     kind = "modality" if spec.modalities else "time point"
     require_all = spec.require_all_modalities if spec.modalities else True
-    if spec.modalities:
-        mapped = [f"{part}.{key}: {getattr(m, key)}" for part, m in spec.modalities.items()
-                  for key in ("mask_from", "register_to") if getattr(m, key)]
-        if mapped:
-            raise ConfigError(f"{', '.join(mapped)}: mapping one modality onto another needs registration, which "
-                              "is not available in this radpipe yet; give each modality its own masks glob",
-                              key=f"datasets.{name}.modalities")
     found: dict[str, Cohort] = {}
     for part, entry in declared.items():
-        part_spec = spec.model_copy(update={"images": entry.images, "masks": entry.masks, "labels": None,
+        # mask_from: the case's mask is the other modality's file; extraction maps it onto this modality's grid
+        masks = declared[entry.mask_from].masks if getattr(entry, "mask_from", None) else entry.masks
+        part_spec = spec.model_copy(update={"images": entry.images, "masks": masks, "labels": None,
                                             "layout": "folders", "modalities": None, "timepoints": None})
         try:
             found[part] = discover(f"{name}/{part}", part_spec)

@@ -20,6 +20,7 @@ from radpipe.errors import ConfigError
 from radpipe.explain.settings import ExplainSettings
 from radpipe.extract.settings import ExtractSettings
 from radpipe.model.settings import ModelSettings, SurvivalOutcome
+from radpipe.register.settings import RegistrationSettings
 from radpipe.robustness.settings import RobustnessSettings
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -154,6 +155,9 @@ class ModalitySpec(_Strict):
                                   "grid by registration).")
     register_to: str | None = Field(None, description="Register this modality (and its mask) onto that modality's "
                                     "grid before extraction.")
+    registration: RegistrationSettings | None = Field(
+        None, description="How register_to / mask_from register (radpipe.register.RegistrationSettings: transform, "
+        "metric, ...); default: rigid with Mattes mutual information.")
     extract: ExtractSettings | None = Field(
         None, description="Extraction settings for this modality only (params_file, setting, intensity_unit, ...): "
         "the keys given here replace the recipe's extract keys of the same name.")
@@ -162,6 +166,11 @@ class ModalitySpec(_Strict):
     def _one_mask_source(self) -> ModalitySpec:
         if (self.masks is None) == (self.mask_from is None):
             raise ValueError("give either masks (a glob) or mask_from (another modality), not both or neither")
+        if self.mask_from and self.register_to and self.mask_from != self.register_to:
+            raise ValueError(f"mask_from ({self.mask_from}) and register_to ({self.register_to}) must name the same "
+                             "modality: the mask comes with the grid the image is mapped onto")
+        if self.registration is not None and not (self.register_to or self.mask_from):
+            raise ValueError("registration settings need register_to or mask_from")
         return self
 
 
@@ -236,6 +245,9 @@ class DatasetSpec(_Strict):
                     if other is not None and (other not in self.modalities or other == name):
                         raise ValueError(f"modalities.{name}.{key} names '{other}', which is not another modality of "
                                          f"this dataset (modalities: {', '.join(self.modalities)})")
+                    if other is not None and (self.modalities[other].register_to or self.modalities[other].mask_from):
+                        raise ValueError(f"modalities.{name}.{key} names '{other}', which is itself mapped onto "
+                                         "another modality: map onto a modality that has its own images and masks")
         if self.timepoints is not None and len(self.timepoints) != 2:
             raise ValueError(f"timepoints needs exactly two entries (baseline first, then follow-up), got "
                              f"{len(self.timepoints)}: {', '.join(self.timepoints) or 'none'}")

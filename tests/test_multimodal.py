@@ -145,6 +145,8 @@ def _registry(tmp_path: Path, modality_mr: str) -> Path:
     ("{images: mr/images/*, masks: mr/masks/*, register_to: mr}", "register_to names 'mr'"),
     ("{images: mr/images/*, masks: mr/masks/*, extract: {binWidht: 2}}", "datasets.mm.modalities.mr.extract.binWidht"),
     ("{images: mr/images/*}", "either masks"),
+    ("{images: mr/images/*, masks: mr/masks/*, register_to: pet, registration: {trasform: affine}}",
+     "datasets.mm.modalities.mr.registration.trasform"),
 ])
 def test_config_errors_name_the_key(tmp_path, entry, named):
     with pytest.raises(ConfigError) as caught:
@@ -152,14 +154,10 @@ def test_config_errors_name_the_key(tmp_path, entry, named):
     assert named in str(caught.value) and "datasets.yaml" in str(caught.value)
 
 
-def test_unknown_modality_key_is_exit_2_and_registration_is_refused_clearly(two_modalities, tmp_path):
+def test_unknown_modality_key_is_exit_2(tmp_path):
     registry = _registry(tmp_path, "{images: mr/images/*, masks: mr/masks/*, imagse: x}")
     result = CliRunner().invoke(app, ["--datasets", str(registry), "extract", "mm", "--out", str(tmp_path / "o")])
     assert result.exit_code == 2 and "imagse" in result.output
-    spec = _spec(two_modalities).model_copy(deep=True)
-    spec.modalities["mr"].register_to = "pet"
-    with pytest.raises(ConfigError, match="register_to: pet.*registration"):
-        discover("mm", spec)
 
 
 def test_shap_is_grouped_by_modality_next_to_family_and_filter():
@@ -206,3 +204,59 @@ def test_sts_pet_mr_on_three_cases_equals_the_single_modality_runs(data_dir, tmp
     # one contour rasterised on two grids: the mesh volumes agree within 2% (geometry.csv says so too)
     ratio = result.features["mr_t1_original_shape_MeshVolume"] / result.features["pet_original_shape_MeshVolume"]
     assert np.all(np.abs(ratio - 1) < 0.03)
+
+
+@pytest.fixture(scope="module")
+def misaligned(two_modalities, tmp_path_factory) -> Path:
+    """The 'pet' images again as a second modality without masks, moved 3 mm in x and -2 mm in y in the scanner
+    frame (the voxels are unchanged, only the origin moves): registration has to find that shift."""
+    import SimpleITK as sitk
+
+    root = tmp_path_factory.mktemp("moved")
+    (root / "pet").symlink_to(two_modalities / "pet")
+    shutil.copy(two_modalities / "labels.csv", root / "labels.csv")
+    (root / "moved").mkdir()
+    for path in sorted((two_modalities / "pet" / "images").glob("*.nii.gz"))[:3]:
+        image = sitk.ReadImage(str(path))
+        image.SetOrigin(tuple(o + d for o, d in zip(image.GetOrigin(), (3.0, -2.0, 0.0), strict=True)))
+        sitk.WriteImage(image, str(root / "moved" / path.name))
+    return root
+
+
+@pytest.mark.parametrize("register", [True, False])
+def test_register_to_and_mask_from_map_the_other_modality(misaligned, tmp_path, register):
+    moved = {"images": "moved/*.nii.gz", "mask_from": "pet", "registration": {"metric": "ms"}}
+    if register:
+        moved["register_to"] = "pet"
+    spec = DatasetSpec.model_validate({"root": str(misaligned), "labels": "labels.csv", "modalities": {
+        "pet": {"images": "pet/images/*.nii.gz", "masks": "pet/masks/*.nii.gz"}, "moved": moved},
+        "require_all_modalities": True})
+    cohort = discover("mm", spec)
+    assert len(cohort.cases) == 3  # the fourth case has no moved image: a QC row, left out
+    settings = ExtractSettings(featureClass={"shape": ["VoxelVolume"], "firstorder": ["Mean"]}, setting={"binWidth": 5})
+    result = extract_cohort(cohort, settings, tmp_path / "out")
+    registration = pd.read_csv(tmp_path / "out" / "modalities" / "moved" / "registration.csv")
+    assert registration["status"].tolist() == ["ok"] * 3
+    table = result.features
+    # the same voxels under the same contour, up to the registration's sub-voxel residual and the linear resampling
+    # of a textured lesion: measured 0-1.3% on the mean, 0-0.6% on the volume (mask transfer); allowed 2%
+    for feature in ("original_shape_VoxelVolume", "original_firstorder_Mean"):
+        ratio = table[f"moved_{feature}"] / table[f"pet_{feature}"]
+        assert np.all(np.abs(ratio - 1) < 0.02), (feature, ratio.tolist())
+    mask_file = tmp_path / "out" / "modalities" / "moved" / "registered" / "demo_001_mask.nii.gz"
+    assert mask_file.is_file()
+    assert (tmp_path / "out" / "modalities" / "moved" / "registered" / "demo_001_image.nii.gz").is_file() == register
+
+
+def test_a_registration_that_cannot_run_is_a_qc_row(misaligned, tmp_path):
+    root = tmp_path / "cohort"
+    shutil.copytree(misaligned, root, symlinks=True)
+    (root / "moved" / "demo_002.nii.gz").write_bytes(b"not an image")
+    spec = DatasetSpec.model_validate({"root": str(root), "labels": "labels.csv", "modalities": {
+        "pet": {"images": "pet/images/*.nii.gz", "masks": "pet/masks/*.nii.gz"},
+        "moved": {"images": "moved/*.nii.gz", "mask_from": "pet", "register_to": "pet"}}})
+    result = extract_cohort(discover("mm", spec), ExtractSettings(featureClass={"firstorder": ["Mean"]}),
+                            tmp_path / "out")
+    assert list(result.features.index) == ["demo_001", "demo_003"]
+    row = result.qc[(result.qc["case_id"] == "demo_002") & (result.qc["action"] == "registration_failed")]
+    assert row["modality"].tolist() == ["moved"] and "could not register" in row["reason"].item()

@@ -138,8 +138,9 @@ def extract_multimodal(cohort: Cohort, settings: ExtractSettings, out_dir: str |
     started, clock = datetime.now(UTC), time.perf_counter()
     folder = PART_FOLDERS[cohort.part_kind]
     kind = cohort.part_kind  # the name of the part column in the tables: "modality" or "timepoint"
+    mapped, registration_rows = map_modalities(cohort, out_dir / folder)
     parts = {}
-    for name, part in cohort.parts.items():
+    for name, part in mapped.items():
         part_reference = reference
         if isinstance(reference, str | Path) and (Path(reference) / folder / name).is_dir():
             part_reference = Path(reference) / folder / name
@@ -159,7 +160,8 @@ def extract_multimodal(cohort: Cohort, settings: ExtractSettings, out_dir: str |
         missing = [name for name, wide in wides.items() if case_id not in wide.index]
         present = [name for name in wides if name not in missing]
         # a part missing at discovery already has its row; this is about extractions that failed
-        discovered = {p.modality for p in cohort.problems if rename(p.case_id) == case_id}
+        discovered = {p.modality for p in cohort.problems if rename(p.case_id) == case_id} | {
+            row["modality"] for row in registration_rows if row["status"] != "ok" and rename(row["case_id"]) == case_id}
         for name in missing:
             if name in discovered:
                 continue
@@ -199,6 +201,9 @@ def extract_multimodal(cohort: Cohort, settings: ExtractSettings, out_dir: str |
     long_out = long_out[["case_id", "roi", kind, *tables.LONG_COLUMNS[2:]]]
     problem_rows = [_qc_row(rename(p.case_id), p.modality, p.status, p.action, _renamed_text(p.reason, p.case_id, rename),
                             kind) for p in cohort.problems]
+    problem_rows += [_qc_row(rename(row["case_id"]), row["modality"], "failed", "registration_failed",
+                             f"registration onto {row['fixed']} failed: {row['reason']}; its {row['modality']} features "
+                             "are not computed", kind) for row in registration_rows if row["status"] != "ok"]
     qc_columns = ["case_id", "roi", kind, "status", "action", "reason"]
     qc = pd.concat([_with_part(result.qc, name, kind) for name, result in parts.items()]
                    + [pd.DataFrame(problem_rows + late_rows, columns=qc_columns)], ignore_index=True)
@@ -236,6 +241,75 @@ def extract_multimodal(cohort: Cohort, settings: ExtractSettings, out_dir: str |
     }
     atomic_write_text(out_dir / "manifest.json", json.dumps(manifest, indent=2, default=str))
     return MultiExtractResult(merged, qc, summary, out_dir, parts, summary.failed, tuple(formats))
+
+
+def map_modalities(cohort: Cohort, folder: Path) -> tuple[dict[str, Cohort], list[dict]]:
+    """Each modality's cohort, with ``register_to`` / ``mask_from`` applied (:mod:`radpipe.register`).
+
+    ``register_to: F``: the image (and its own mask, or with ``mask_from: F`` the mask of F) is registered onto F's
+    grid and written to ``folder/<modality>/registered/``. ``mask_from: S`` alone: S's image is registered to this
+    modality's image and S's mask carried onto this modality's grid, the image left as it is. Every registration
+    writes a row to ``folder/<modality>/registration.csv``; a failed one (diverged, or mask overlap below
+    ``min_dice``) drops that case's modality, as a QC row, rather than fusing badly registered images.
+    """
+    spec = cohort.spec.modalities or {}
+    parts = dict(cohort.parts)
+    rows: list[dict] = []
+    for name, entry in spec.items():
+        if not (entry.register_to or entry.mask_from):
+            continue
+        import SimpleITK as sitk
+
+        from radpipe.cohort import Case
+        from radpipe.extract.features import read_case_mask
+        from radpipe.extract.io import read_image
+        from radpipe.register import map_modality, mask_to_moving, register_images
+
+        reference = entry.register_to or entry.mask_from
+        fixed_cases = {case.case_id: case for case in cohort.parts[reference].cases}
+        out = folder / name / "registered"
+        out.mkdir(parents=True, exist_ok=True)
+        cases, part_rows = [], []
+        for case in cohort.parts[name].cases:
+            other = fixed_cases.get(case.case_id)
+            row = {"case_id": case.case_id, "modality": name, "fixed": reference}
+            try:
+                fixed, _ = read_image(_path(other.image))
+                fixed_mask, _ = read_case_mask(Path(other.mask), fixed, None)
+                moving, _ = read_image(_path(case.image))
+                if entry.register_to:
+                    own_mask = None if entry.mask_from else read_case_mask(Path(case.mask), moving, None)[0]
+                    image, mask, qc = map_modality(fixed, moving, own_mask, entry.registration,
+                                                   fixed_mask=None if entry.mask_from else fixed_mask)
+                    mask = fixed_mask if entry.mask_from else mask
+                else:  # mask transfer: this modality keeps its grid, the other's mask is carried onto it
+                    result = register_images(fixed, moving, settings=entry.registration)
+                    image, qc = moving, result.qc_row()
+                    interpolation = result.settings.mask_interpolation
+                    mask = mask_to_moving(fixed_mask, moving, result.transform, interpolation=interpolation)
+                    if qc["status"] == "ok" and not sitk.GetArrayViewFromImage(mask).any():
+                        qc.update(status="failed", reason="the mask is empty after it was carried onto this image")
+            except Exception as exc:  # an unreadable pair is this case's problem, not the cohort's
+                qc = {"status": "failed", "reason": f"could not register: {exc}"}
+            row.update(qc)
+            part_rows.append(row)
+            if row["status"] != "ok":
+                continue
+            image_file, mask_file = case.image, out / f"{case.case_id}_mask.nii.gz"
+            if entry.register_to:  # (a mask transfer leaves the image where it is)
+                image_file = out / f"{case.case_id}_image.nii.gz"
+                sitk.WriteImage(image, str(image_file), True)
+            sitk.WriteImage(sitk.Cast(mask > 0, sitk.sitkUInt8), str(mask_file), True)
+            cases.append(Case(case.case_id, image_file, mask_file, case.label, case.group))
+        pd.DataFrame(part_rows).to_csv(folder / name / "registration.csv", index=False)
+        rows += part_rows
+        part = cohort.parts[name]
+        parts[name] = Cohort(part.name, part.spec, cases, part.clinical, list(part.problems), list(part.notes))
+    return parts, rows
+
+
+def _path(image) -> str | tuple[str, ...]:
+    return tuple(str(p) for p in image) if isinstance(image, tuple | list) else str(image)
 
 
 def merged_codebook(books: dict[str, pd.DataFrame], *, prefix_parts: bool = True,
