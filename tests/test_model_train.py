@@ -106,7 +106,11 @@ def test_predict_and_evaluate(trained):
     model = load_model(out)
     shuffled = X[X.columns[::-1]].assign(extra_column=1.0)   # order and extra columns do not matter
     result = predict(model, shuffled)
-    assert list(result.columns) == ["case_id", "y_prob", "predicted", "ood_percentile", "ood_flag"]
+    linear = model.card["model_name"] == "logreg"  # a linear model adds its rad-score (the log-odds)
+    assert list(result.columns) == ["case_id", "y_prob", "predicted", *(["rad_score"] if linear else []),
+                                    "ood_percentile", "ood_flag"]
+    if linear:
+        assert np.allclose(result["rad_score"], model.pipeline.decision_function(shuffled[X.columns]), atol=1e-9)
     assert set(result["predicted"]) <= {"benign", "malignant"}
     assert np.allclose(result["y_prob"], predict(model, X)["y_prob"])
     row = evaluate(model, X, y, n_boot=50)

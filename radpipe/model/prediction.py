@@ -13,7 +13,8 @@ from radpipe.model.persist import LoadedModel
 def predict(loaded: LoadedModel, X: pd.DataFrame) -> pd.DataFrame:
     """Positive-class probability and predicted class (at the card's threshold) per case.
 
-    Returns columns ``case_id, y_prob, predicted`` (``predicted`` is a class label from the card).
+    Returns columns ``case_id, y_prob, predicted`` (``predicted`` is a class label from the card), and
+    ``rad_score`` for a linear model (its linear predictor, :mod:`radpipe.model.radscore`).
     For a survival model: ``case_id, risk, surv_<h>…, risk_group`` (the card's horizons and frozen cut-off).
     For a multi-class model: ``case_id``, one ``y_prob_<class>`` per class (they sum to 1) and
     ``predicted``, the most probable class.
@@ -46,13 +47,17 @@ def _class_predictions(loaded: LoadedModel, features: pd.DataFrame) -> pd.DataFr
             **{f"y_prob_{c}": proba[:, k] for k, c in enumerate(classes)},
             "predicted": np.asarray(classes, dtype=object)[proba.argmax(axis=1)],
         })
+    from radpipe.model.radscore import linear_score
+
     negative, positive = (str(c) for c in loaded.card["classes"])
     prob = loaded.pipeline.predict_proba(features)[:, 1]
-    return pd.DataFrame({
+    out = pd.DataFrame({
         "case_id": features.index,
         "y_prob": prob,
         "predicted": np.where(prob >= loaded.threshold, positive, negative),
     })
+    score = linear_score(loaded.pipeline, features)
+    return out if score is None else out.assign(rad_score=score)
 
 
 def evaluate(loaded: LoadedModel, X: pd.DataFrame, y: pd.Series, n_boot: int = 1000, seed: int = 42) -> pd.DataFrame:
