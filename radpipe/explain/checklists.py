@@ -45,7 +45,7 @@ def checklist_items(name: str) -> pd.DataFrame:
     """The item definitions of checklist ``name`` (``clear`` or ``metrics``): item, section, name, rule.
 
     >>> items = checklist_items("clear")
-    >>> len(items), items["item"].iloc[-1]
+    >>> len(items), int(items["item"].iloc[-1])
     (58, 58)
     >>> len(checklist_items("metrics"))
     30
@@ -541,7 +541,7 @@ def write_checklists(model_dir: str | Path, explain_dir: str | Path,
     >>> tables = write_checklists(work / "models", work / "explain")
     >>> sorted(p.name for p in (work / "explain").iterdir())
     ['checklist_clear.csv', 'checklist_clear.md', 'checklist_metrics.csv', 'checklist_metrics.md']
-    >>> tables["clear"]["status"].value_counts()["needs the author"] > 40
+    >>> bool(tables["clear"]["status"].value_counts()["needs the author"] > 40)
     True
     """
     explain_dir = Path(explain_dir)
