@@ -75,7 +75,9 @@ def test_tags_are_the_reference_table_tags(data_dir):
         assert tags and all(t == tag or t.startswith(tag + "_") for t in tags), (code, tag, tags)
 
 
-def test_a_run_with_ibsi_names_extracts_trains_and_explains(tmp_path):
+def test_a_run_with_ibsi_names_and_negative_controls_trains_and_explains(tmp_path):
+    """One small run for both features of this issue part: IBSI names downstream, and the control rows on the
+    cohort page (the texture-only model finds its GLCM columns through the codebook's IBSI names)."""
     from radpipe.config import Recipe
     from radpipe.demo import make_demo_cohort
     from radpipe.explain.shap_values import parse_feature_name
@@ -83,7 +85,7 @@ def test_a_run_with_ibsi_names_extracts_trains_and_explains(tmp_path):
 
     cohort = make_demo_cohort(tmp_path / "cohort", n_cases=16)
     recipe = Recipe.model_validate({
-        "name": "ibsi", "dataset": str(cohort),
+        "name": "ibsi", "dataset": str(cohort), "negative_controls": True,
         "extract": {"names": "ibsi", "setting": {"binWidth": 10},
                     "featureClass": {"shape": ["MeshVolume", "VoxelVolume", "Sphericity"],
                                      "firstorder": ["Mean", "Kurtosis"], "glcm": ["Contrast", "Idm"]}},
@@ -109,6 +111,19 @@ def test_a_run_with_ibsi_names_extracts_trains_and_explains(tmp_path):
     assert (result.explain_dir / "cohort.html").is_file()
     page = (result.explain_dir / "cohort.html").read_text()
     assert "texture" in page
+
+    controls = pd.read_csv(tmp_path / "out" / "models" / "negative_controls.csv", keep_default_na=False)
+    real = controls[(controls["control"] == "none") & (controls["features"] == "all")]
+    assert float(real["auc"].iloc[0]) == pytest.approx(result.metrics.loc[0, "auc"])
+    assert set(controls["control"]) == {"none", "shuffled", "moved", "noise"}
+    assert set(controls["features"]) == {"all", "texture"}
+    # the demo images are a bright lesion on a dark background: the 'body' is the lesion, no room to move it
+    moved = controls[controls["control"] == "moved"]
+    assert (moved["auc"] == "").all() and moved["note"].str.contains("not trained").all()
+    qc = pd.read_csv(tmp_path / "out" / "controls" / "moved" / "features" / "qc.csv")
+    assert qc["reason"].str.contains("fits nowhere else inside the image body").all()
+    assert 'id="negative-controls"' in page and "voxels shuffled inside the ROI" in page
+    assert "learning the intensity histogram, volume or shape, not texture" in page
 
 
 def test_cli_names_option_is_checked(tmp_path):

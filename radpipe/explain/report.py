@@ -27,6 +27,7 @@ import numpy as np
 import pandas as pd
 
 from radpipe._io import atomic_write_bytes, atomic_write_text, software_versions
+from radpipe.controls.report import negative_controls_section
 from radpipe.errors import RadpipeError
 from radpipe.explain.attributions import (
     Attributions,
@@ -324,6 +325,7 @@ def _cohort_html(card, folder: ModelFolder, view: ModelView, values: Attribution
         positive=str(view.positive), negative=view.negative, threshold=view.threshold, notes=values.shap.notes,
         multiclass=view.multiclass, classes=view.classes, banner=settings.banner, names=labels_of.names,
         has_oof=has_oof, has_labels=has_labels, source_text=SOURCE_TEXT,
+        controls=negative_controls_section(folder.path, view.model_name),
         stability_scale=float(np.nanmax(shown)) if np.isfinite(shown).any() else 0.0,
         generated=_dt.datetime.now(_dt.UTC).strftime("%Y-%m-%d %H:%M UTC"), versions=software_versions(),
     )
