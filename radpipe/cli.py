@@ -169,6 +169,10 @@ def train(
     batch_column: Annotated[str | None, typer.Option(
         help="Column in --labels naming each case's scanner/centre: harmonise the features with ComBat, "
         "fitted inside every training fold.")] = None,
+    clinical: Annotated[str | None, typer.Option(
+        help="Comma-separated columns of --labels used as clinical covariates (e.g. age,grade): also trains a "
+        "clinical-only and a combined clinical + radiomics model on the same folds and compares them "
+        "(comparison.csv).")] = None,
     time: Annotated[str | None, typer.Option(
         "--time", help="Survival outcome: the follow-up time column of --labels (with --event).")] = None,
     event: Annotated[str | None, typer.Option(
@@ -196,6 +200,8 @@ def train(
         update["group_column"] = group_column
     if batch_column:
         update.update(harmonise="combat", batch_column=batch_column)
+    if clinical:
+        update["clinical"] = [c.strip() for c in clinical.split(",") if c.strip()]
     if (time is None) != (event is None):
         from radpipe.errors import ConfigError
 

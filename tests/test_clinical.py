@@ -113,3 +113,19 @@ def test_clinical_values_keep_numbers_as_float_and_levels_as_text():
     values = clinical_values(table, {"age": "numeric", "grade": "categorical"})
     assert values["age"].tolist()[::2] == [50.0, 70.5] and np.isnan(values["age"].iloc[1])
     assert values["grade"].iloc[0] == "High" and pd.isna(values["grade"].iloc[1])
+
+
+def test_cli_refuses_the_outcome_as_a_covariate_with_exit_2(tmp_path):
+    from typer.testing import CliRunner
+
+    from radpipe.cli import app
+
+    X, labels, _ = _cohort(n=20)
+    X.reset_index().to_csv(tmp_path / "features.csv", index=False)
+    labels.reset_index().to_csv(tmp_path / "labels.csv", index=False)
+    args = ["train", str(tmp_path / "features.csv"), "--labels", str(tmp_path / "labels.csv"), "--out",
+            str(tmp_path / "out"), "--positive-class", "yes", "--models", "logreg", "--clinical", "age,label"]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 2
+    assert "covariate 'label' is the outcome being predicted" in " ".join(result.output.split())
+    assert not (tmp_path / "out").exists()  # refused before any work
