@@ -182,7 +182,7 @@ def mirp_keywords(settings: ExtractSettings, source: str | None = None) -> tuple
         else:
             before.append(step)
     if after:
-        if len(after) > 1 or reseg is not None:
+        if len(after) > 1 or "resegmentation_intensity_range" in keywords:
             raise _refuse("extract.preprocessing (resegment)", "one re-segmentation range", source)
         low, high = after[0].range
         keywords["resegmentation_intensity_range"] = [float("-inf") if low is None else float(low),
