@@ -663,6 +663,40 @@ def robustness(
     return EXIT_CASES_FAILED if result.n_failed else EXIT_OK
 
 
+@app.command()
+@guarded
+def register(
+    fixed: Annotated[Path, typer.Argument(help="The reference image (its grid is the output grid), e.g. the PET.")],
+    moving: Annotated[Path, typer.Argument(help="The image to move onto FIXED, e.g. the MR.")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Folder for transform.tfm, moved_image.nii.gz, "
+                                      "[moved_mask.nii.gz], registration_qc.csv and overlay.png.")],
+    fixed_mask: Annotated[Path | None, typer.Option(help="Mask on FIXED: Dice before/after, slice of the overlay.")] = None,
+    moving_mask: Annotated[Path | None, typer.Option(help="Mask on MOVING: moved onto FIXED's grid with the image.")] = None,
+    transform: Annotated[str, typer.Option(help="rigid, affine (starts from rigid) or bspline (starts from affine).")] = "rigid",
+    metric: Annotated[str, typer.Option(help="mi (Mattes mutual information, different modalities) or ms (mean "
+                                        "squares, same modality).")] = "mi",
+    debug: Debug = False,
+) -> int:
+    """Register MOVING to FIXED (SimpleITK, multi-resolution, seeded: the same inputs give the same transform).
+
+    Exit 1 when the registration failed its QC (diverged, or the masks overlap less than Dice 0.5): the reason is in
+    registration_qc.csv and on screen, and the outputs are written so you can look at them.
+    """
+    from radpipe.register.files import register_files
+    from radpipe.register.settings import registration_settings
+
+    settings = registration_settings({"transform": transform, "metric": metric}, where="--")
+    done = register_files(fixed, moving, out, fixed_mask=fixed_mask, moving_mask=moving_mask, settings=settings)
+    row = done.qc.iloc[0]
+    rows = [("status", f"{row.status}" + (f"  {row.reason}" if row.reason else "")),
+            ("metric", f"{row.metric} {row.metric_value:.4g} after {row.iterations} iterations"),
+            ("time", f"{row.seconds:.1f} s")]
+    if done.result.dice_after is not None:
+        rows.append(("mask Dice", f"{done.result.dice_before:.3f} before → {done.result.dice_after:.3f} after"))
+    summary_table(f"register {moving.name} → {fixed.name} ({transform}, {metric}) → {out}", rows)
+    return EXIT_OK if done.result.ok else EXIT_CASES_FAILED
+
+
 def main() -> None:  # python -m radpipe
     app(prog_name="radpipe")
 

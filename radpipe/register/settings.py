@@ -103,7 +103,8 @@ def registration_settings(values: RegistrationSettings | dict[str, Any] | None, 
         return RegistrationSettings.model_validate(values or {})
     except ValidationError as exc:
         error = exc.errors()[0]
-        key = ".".join([where, *(str(part) for part in error["loc"])])
+        prefix = where if where.endswith(("-", ".")) else f"{where}."  # "--" names a command-line option
+        key = prefix + ".".join(str(part) for part in error["loc"])
         if error["type"] == "extra_forbidden":
             known = ", ".join(RegistrationSettings.model_fields)
             raise ConfigError(f"unknown key (is it misspelt?); known keys: {known}", key=key) from None
