@@ -36,18 +36,19 @@ def icc_figure(table: pd.DataFrame, threshold: float, icc_type: str) -> str:
     import matplotlib.pyplot as plt
 
     image_types = list(dict.fromkeys(table["image_type"]))
-    families = list(dict.fromkeys(table["family"]))
+    lowest = min(threshold, float(table["icc"].min(skipna=True))) if table["icc"].notna().any() else threshold
     fig, axes = plt.subplots(1, len(image_types), figsize=(3.2 * len(image_types) + 1, 3.6), sharey=True,
                              squeeze=False)
     for ax, image_type in zip(axes[0], image_types, strict=True):
         part = table[table["image_type"] == image_type]
+        families = list(dict.fromkeys(part["family"]))  # shape only exists on the original image
         data = [part.loc[part["family"] == family, "icc"].dropna().clip(lower=-1).to_numpy() for family in families]
         ax.boxplot([d if len(d) else [float("nan")] for d in data], tick_labels=families, showfliers=True,
                    flierprops={"markersize": 2})
         ax.axhline(threshold, color="#D55E00", linestyle="--", linewidth=1)
         ax.set_title(image_type, fontsize=10)
         ax.tick_params(axis="x", labelrotation=60, labelsize=8)
-        ax.set_ylim(min(-0.05, float(table["icc"].min(skipna=True) or 0) - 0.05), 1.02)
+        ax.set_ylim(max(lowest, -1.0) - 0.05, 1.02)
     axes[0][0].set_ylabel(icc_type)
     fig.tight_layout()
     buffer = io.StringIO()
