@@ -172,9 +172,13 @@ def draw_nomogram(scales: NomogramScales, title: str = ""):
         xs = [x_of(x) for x in xs]
         if xs:
             ax.plot([min(xs), max(xs)], [y, y], color="black", lw=0.8)
-        for x, label in zip(xs, labels, strict=True):
+        last, below = -np.inf, False
+        for x, label in sorted(zip(xs, labels, strict=True)):
             ax.plot([x, x], [y, y + 0.12], color="black", lw=0.8)
-            ax.text(x, y + 0.18, label, ha="center", va="bottom", fontsize=7)
+            below = (not below) and x - last < 0.9 * len(label) + 2  # labels that would overlap go below the line
+            ax.text(x, y - 0.12 if below else y + 0.18, label, ha="center", va="top" if below else "bottom",
+                    fontsize=7)
+            last = x
 
     y = len(rows) - 1
     line(y, list(range(0, 101, 10)), [str(v) for v in range(0, 101, 10)])
