@@ -129,3 +129,14 @@ def test_survival_and_multiclass_folders_get_no_study_page(tmp_path):
     (tmp_path / "models").mkdir()
     (tmp_path / "models" / "model_card.json").write_text(json.dumps({"outcome_type": "survival"}))
     assert write_study(tmp_path / "models", tmp_path / "explain") is None
+
+
+def test_a_model_folder_without_the_optional_tables_still_gets_a_page(run, tmp_path):
+    import shutil
+
+    models = shutil.copytree(run / "models", tmp_path / "models")
+    for name in ("calibration_curve.csv", "calibration_summary.csv", "decision_curve.csv", "metrics.csv"):
+        (models / name).unlink()
+    html = write_study(models, tmp_path / "explain").read_text()
+    assert "No calibration tables in the model folder." in html and "No decision_curve.csv" in html
+    assert "The model folder has no metrics.csv." in html and 'id="flow-diagram"' in html

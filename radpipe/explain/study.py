@@ -27,6 +27,12 @@ from radpipe.model.folder import MODELS_DIR, RADSCORE_TXT_FILE, ModelFolder
 STUDY_FILE = "study.html"
 #: threshold probabilities at which the page tabulates net benefit (the curve has them all)
 NET_BENEFIT_SHOWN = (0.1, 0.2, 0.3, 0.4, 0.5)
+#: comparison.csv's columns (written by the model stage's clinical / radiomics / combined comparison)
+COMPARISON_COLUMNS = ["model", "kind", "auc", "auc_ci_low", "auc_ci_high", "reference", "auc_difference",
+                      "difference_ci_low", "difference_ci_high", "delong_p"]
+#: the metrics.csv columns the comparison table shows when there is no comparison.csv
+METRICS_SHOWN = ["cohort", "model", "n", "auc", "auc_ci_low", "auc_ci_high", "sensitivity", "specificity", "brier",
+                 "calibration_slope", "delong_p_vs_best"]
 
 
 @dataclass
@@ -84,11 +90,12 @@ def comparison_rows(folder: ModelFolder) -> tuple[list[dict], str]:
     DeLong's test) when the run has one, else ``metrics.csv`` (every model and cohort)."""
     comparison = folder.comparison()
     if comparison is not None and len(comparison):
-        return comparison.to_dict("records"), "comparison.csv"
+        return comparison.reindex(columns=COMPARISON_COLUMNS).to_dict("records"), "comparison.csv"
     metrics = folder.metrics()
     if metrics is None:
         return [], ""
-    return metrics.to_dict("records"), "metrics.csv"
+    # a column an older or hand-made metrics.csv lacks shows as "–", not as an error
+    return metrics.reindex(columns=METRICS_SHOWN).to_dict("records"), "metrics.csv"
 
 
 def roc_figure(predictions: pd.DataFrame, *, source: str = "predictions.csv") -> bytes | None:
