@@ -164,7 +164,10 @@ def train(
     recipe: Annotated[Path | None, typer.Option(help="Recipe whose model: section to use.")] = None,
     label_column: Annotated[str, typer.Option(help="Outcome column in --labels.")] = "label",
     group_column: Annotated[str | None, typer.Option(help="Column in --labels that groups cases for grouped CV.")] = None,
-    models: Annotated[str | None, typer.Option(help="Comma-separated model names, e.g. svm,rf,xgb.")] = None,
+    models: Annotated[str | None, typer.Option(
+        help="Comma-separated model names. Default: search (selection, k, decorrelation, model family and "
+        "hyper-parameters chosen together inside the inner CV); a list such as svm,rf,xgb tunes and compares "
+        "those families instead.")] = None,
     positive_class: Annotated[str | None, typer.Option(help="Outcome value counted as positive.")] = None,
     batch_column: Annotated[str | None, typer.Option(
         help="Column in --labels naming each case's scanner/centre: harmonise the features with ComBat, "

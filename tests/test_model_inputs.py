@@ -49,8 +49,10 @@ def test_outer_and_inner_folds_shrink_to_the_smallest_class():
 
 def test_a_class_too_small_for_the_svm_calibration_is_refused_with_what_to_change():
     with pytest.raises(ConfigError, match=r"'svm'.*calibrate.*leave 'svm' out of model.models") as caught:
-        plan_folds({"a": 3, "b": 9}, ModelSettings())
+        plan_folds({"a": 3, "b": 9}, ModelSettings(models=["svm", "rf", "xgb"]))
     assert "3 cases {'a': 3, 'b': 9}" in str(caught.value)
+    with pytest.raises(ConfigError, match=r"search's 'svm_linear' and 'svm' calibrate.*out of model.search_families"):
+        plan_folds({"a": 3, "b": 9}, ModelSettings())  # the default joint search has SVM families too
 
 
 def test_a_class_of_one_case_is_refused():

@@ -173,6 +173,12 @@ def compute_shap(
     ...     pd.Series(pipe.predict_proba(X)[:, 1], index=X.index).round(6))  # doctest: +SKIP
     True
     """
+    from radpipe.model.ensemble import ensemble_shap, is_mean_ensemble
+
+    if is_mean_ensemble(pipeline):  # the weighted mean of its members' values, each explained as a single model
+        return ensemble_shap(pipeline, X, X_train, positive_class=positive_class, explainer=explainer,
+                             background=background, agnostic_background=agnostic_background, max_evals=max_evals,
+                             seed=seed, n_jobs=n_jobs)
     est = final_estimator(pipeline)
     kind = choose_explainer(est, explainer)
     pos = positive_index(est.classes_, positive_class)

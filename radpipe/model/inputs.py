@@ -263,7 +263,9 @@ def plan_folds(counts: Mapping[str, int], settings: ModelSettings) -> FoldPlan:
     smallest = min(counts, key=lambda c: (counts[c], c))
     n = counts[smallest]
     which = "smaller class" if len(counts) == 2 else "smallest class"
-    calibrated = any(name in CALIBRATED_MODELS for name in settings.base_models())
+    # the joint search's SVM candidates calibrate too
+    searched = settings.search_families if "search" in settings.base_models() else []
+    calibrated = any(name in CALIBRATED_MODELS for name in [*settings.base_models(), *searched])
     requested = (settings.outer_folds, settings.inner_folds, settings.calibration_folds if calibrated else None)
     outer = min(settings.outer_folds, n)
     if outer < 2:
@@ -283,6 +285,14 @@ def plan_folds(counts: Mapping[str, int], settings: ModelSettings) -> FoldPlan:
         calibration = min(settings.calibration_folds, n_inner_train)
         if calibration < 2:
             families = [m for m in settings.base_models() if m in CALIBRATED_MODELS]
+            if not families:  # only the joint search's SVM families calibrate
+                families = [m for m in searched if m in CALIBRATED_MODELS]
+                raise ConfigError(
+                    f"the {which} ('{smallest}') has {n} cases {counts}: an inner training fold keeps "
+                    f"{n_inner_train} of them ({outer} outer x {inner} inner folds), but the search's "
+                    f"{_names(families)} calibrate their probabilities with a further cross-validation that needs "
+                    f"at least 2; leave {_names(families)} out of model.search_families or add cases of that class",
+                    key="model.search_families")
             raise ConfigError(
                 f"the {which} ('{smallest}') has {n} cases {counts}: an inner training fold keeps {n_inner_train} "
                 f"of them ({outer} outer x {inner} inner folds), but {_names(families)} calibrate their "

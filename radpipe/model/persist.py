@@ -226,6 +226,8 @@ def render_model_card(card: dict) -> str:
                   f"{robust['dropped']} of the {robust['assessed']} features assessed in `{robust['file']}` were "
                   f"dropped before modelling as not robust ({robust['icc']} lower 95% bound below {threshold}); "
                   f"{robust['kept']} features went on to the pipeline."]
+    if card.get("search"):
+        lines += ["", "## Joint search (chosen inside the inner CV of each outer fold)", *_search_lines(card["search"])]
     for title, key in _CARD_SECTIONS:
         if card.get(key):
             lines += ["", f"## {title}", str(card[key])]
@@ -235,6 +237,16 @@ def render_model_card(card: dict) -> str:
     versions = card.get("versions") or software_versions()
     lines += ["", "## Software", ", ".join(f"{k} {v}" for k, v in versions.items()), ""]
     return "\n".join(lines)
+
+
+def _search_lines(record: dict) -> list[str]:
+    """The joint search's choices per outer fold and its win counts (see radpipe.model.search.search_summary)."""
+    lines = ["- Family wins: " + ", ".join(f"{k} {v}" for k, v in record.get("family_wins", {}).items()),
+             "- Selection wins: " + ", ".join(f"{k} {v}" for k, v in record.get("selection_wins", {}).items()), ""]
+    for chosen in record.get("chosen_per_outer_fold", []):
+        rest = {k: v for k, v in chosen.items() if k not in ("repeat", "fold")}
+        lines.append(f"- repeat {chosen['repeat']} fold {chosen['fold']}: `{json.dumps(rest, default=str)}`")
+    return lines
 
 
 def _sample_size_lines(record: dict) -> list[str]:

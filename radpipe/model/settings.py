@@ -13,10 +13,14 @@ from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator,
 #: estimators of a time-to-event outcome (scikit-survival, the ``radpipe[survival]`` extra)
 SURVIVAL_MODEL_NAMES = ("coxnet", "rsf", "gbsa")
 MODEL_NAMES = (
-    "svm", "svm_linear", "logreg", "rf", "extra_trees", "xgb", "adaboost", "gbm", "voting", "stacking",
+    "search", "svm", "svm_linear", "logreg", "rf", "extra_trees", "xgb", "adaboost", "gbm", "voting", "stacking",
     *SURVIVAL_MODEL_NAMES,
 )
 ENSEMBLE_NAMES = ("voting", "stacking")
+#: the joint search's families and selection methods (see radpipe.model.search)
+SEARCH_FAMILIES = ("logreg_l1", "logreg_l2", "logreg_en", "svm_linear", "svm", "rf", "extra_trees", "xgb",
+                   "naive_bayes", "knn")
+SEARCH_SELECTIONS = ("none", "univariate", "mrmr", "lasso", "trees")
 
 
 class SurvivalOutcome(BaseModel):
@@ -49,9 +53,28 @@ class ModelSettings(BaseModel):
     _robust_record: dict | None = PrivateAttr(None)
 
     models: list[str] = Field(
-        default_factory=lambda: ["svm", "rf", "xgb"],
-        description="Model families to compare, names from the zoo: " + ", ".join(MODEL_NAMES) + ".",
+        default_factory=lambda: ["search"],
+        description="Models to train, names from the zoo: " + ", ".join(MODEL_NAMES) + ". 'search' (the default) "
+        "chooses selection method, k, decorrelation threshold, family and hyper-parameters jointly inside the inner "
+        "CV (radpipe.model.search); a list of families (e.g. [svm, rf, xgb]) tunes each family on its own, with the "
+        "selection and decorrelation settings below, and compares them.",
     )
+    search_budget: int = Field(
+        40, ge=1, description="Candidate pipelines the 'search' model draws per inner search (successive halving "
+        "keeps the best third per round). A count, not a time, so the seed reproduces the result on any machine.")
+    search_families: list[str] = Field(
+        default_factory=lambda: list(SEARCH_FAMILIES),
+        description="Model families the 'search' model may choose: " + ", ".join(SEARCH_FAMILIES) + ".")
+    search_selections: list[str] = Field(
+        default_factory=lambda: list(SEARCH_SELECTIONS),
+        description="Feature-selection methods the 'search' model may choose: " + ", ".join(SEARCH_SELECTIONS)
+        + " (trees: extra-trees importance).")
+    search_top: int = Field(
+        3, ge=1, description="The 'search' model is an ensemble of this many best configurations of the last "
+        "halving round (1: the single best pipeline).")
+    search_combine: Literal["mean", "stacking"] = Field(
+        "mean", description="How search_top > 1 configurations are combined: the mean of their probabilities, or "
+        "a logistic regression on their inner out-of-fold probabilities.")
     ensemble_members: list[str] = Field(
         default_factory=lambda: ["svm", "rf", "xgb"],
         description="Families whose tuned pipelines the 'voting' and 'stacking' ensembles combine.",
@@ -117,6 +140,13 @@ class ModelSettings(BaseModel):
         "unset: the outcome is the label column (binary or multi-class). A survival outcome's models default to "
         "coxnet, rsf and gbsa."
     )
+    robust_features: str | None = Field(
+        None, description="A robustness.csv written by `radpipe robustness` (or its folder): features it flags as "
+        "not robust are dropped before modelling (label-free, so no leak into CV). 'auto' (radpipe run only) computes "
+        "it first on the training cohort with the recipe's robustness: section, never on external cohorts.")
+    robust_threshold: float | None = Field(
+        None, ge=-1.0, le=1.0, description="With robust_features: keep features whose ICC lower 95% bound (ci_low) "
+        "reaches this, instead of the table's own robust column.")
     clinical: list[str] | None = Field(
         None, description="Columns of the cohort's labels table used as clinical covariates (e.g. [age, grade]). With "
         "them radpipe also trains, on the same outer folds, a clinical-only logistic model ('clinical') and one over "
@@ -129,13 +159,6 @@ class ModelSettings(BaseModel):
         "ones imputed (most frequent) and one-hot encoded, inside each training fold."
     )
 
-    robust_features: str | None = Field(
-        None, description="A robustness.csv written by `radpipe robustness` (or its folder): features it flags as "
-        "not robust are dropped before modelling (label-free, so no leak into CV). 'auto' (radpipe run only) computes "
-        "it first on the training cohort with the recipe's robustness: section, never on external cohorts.")
-    robust_threshold: float | None = Field(
-        None, ge=-1.0, le=1.0, description="With robust_features: keep features whose ICC lower 95% bound (ci_low) "
-        "reaches this, instead of the table's own robust column.")
     @field_validator("models", "ensemble_members")
     @classmethod
     def _known_models(cls, names: list[str]) -> list[str]:
@@ -144,6 +167,15 @@ class ModelSettings(BaseModel):
             raise ValueError(f"unknown model(s) {unknown}; choose from {list(MODEL_NAMES)}")
         if len(set(names)) != len(names):
             raise ValueError(f"model names repeat in {names}")
+        return names
+
+    @field_validator("search_families", "search_selections")
+    @classmethod
+    def _known_search_choices(cls, names: list[str], info) -> list[str]:
+        known = SEARCH_FAMILIES if info.field_name == "search_families" else SEARCH_SELECTIONS
+        unknown = [name for name in names if name not in known]
+        if unknown or not names:
+            raise ValueError(f"unknown {info.field_name} {unknown}; choose one or more of {list(known)}")
         return names
 
     @property
@@ -214,6 +246,17 @@ class ModelSettings(BaseModel):
             wanted += [name for name in self.ensemble_members if name not in wanted]
         return wanted
 
+    def _search_summary(self) -> dict:
+        """The joint search's settings, only when the 'search' model is trained (other cards stay as they were)."""
+        if "search" not in self.models:
+            return {}
+        return {"search_model": f"successive-halving random search (factor 3) over whole pipelines, "
+                f"{self.search_budget} candidates per inner search; families {self.search_families}; selection "
+                f"{self.search_selections}; "
+                + ("the single best configuration" if self.search_top == 1 else
+                   f"{self.search_combine} of the {self.search_top} best configurations of the last round"),
+                "search_budget": self.search_budget, "search_top": self.search_top}
+
     def cv_summary(self, scoring: str = "roc_auc") -> dict:
         """The settings that describe the validation scheme, for the model card and manifest.
 
@@ -237,6 +280,7 @@ class ModelSettings(BaseModel):
             "inner_folds": self.inner_folds,
             "calibration_folds": self.calibration_folds if any(
                 name in ("svm", "svm_linear") for name in self.base_models()) else None,
+            **self._search_summary(),
             "search": self.search,
             "n_iter": self.n_iter if self.search == "random" else None,
             "seed": self.seed,

@@ -423,7 +423,7 @@ def fit_models(
         cv_row = metrics[(metrics["cohort"] == "cv") & (metrics["model"] == name)].iloc[0].to_dict()
         external_rows = {r["cohort"]: _jsonable(r) for r in ext_rows if r["model"] == name}
         card = _card(name, pipeline, params, cv_row, X, y, classes, thresholds[name], settings,
-                     is_best=name == best, external_metrics=external_rows, **inputs_card)
+                     is_best=name == best, external_metrics=external_rows, **inputs_card, **_search_card(name, cv))
         model_dirs[name] = folder.model_dir(name)
         _save(pipeline, card, model_dirs[name])
         save_neighbours(neighbours[name], model_dirs[name])
@@ -451,6 +451,16 @@ def fit_models(
     say(f"wrote {out_dir}")
     return TrainResult(metrics=metrics, predictions=predictions, best_model=best, out_dir=out_dir,
                        model_dirs=model_dirs)
+
+
+def _search_card(name: str, cv: NestedCVResult) -> dict:
+    """For the joint search model only: the configuration chosen in each outer fold and how often each family and
+    selection method won (radpipe.model.search.search_summary)."""
+    if name != "search":
+        return {}
+    from radpipe.model.search import search_summary
+
+    return {"search": _jsonable(search_summary([(f.repeat, f.fold, f.best_params) for f in cv.folds[name]]))}
 
 
 def _inputs_card(inputs: ModelInputs) -> dict:

@@ -138,6 +138,10 @@ def inner_splits(X, y: np.ndarray, groups, settings: ModelSettings):
 def make_search(name: str, settings: ModelSettings, cv, multiclass: bool = False):
     """Grid or randomized search over a family's pipeline on the inner folds ``cv``, scored by ROC AUC
     (macro one-vs-rest ROC AUC for a multi-class outcome)."""
+    if name == "search":  # the whole pipeline chosen jointly (radpipe.model.search)
+        from radpipe.model.search import JointSearch
+
+        return JointSearch(settings, cv, scoring="roc_auc_ovr" if multiclass else "roc_auc")
     common = dict(scoring="roc_auc_ovr" if multiclass else "roc_auc", cv=cv, n_jobs=settings.n_jobs, refit=True,
                   error_score=np.nan)
     if settings.search == "grid":
