@@ -24,6 +24,8 @@ _MODEL_WORDS = {
     "xgb": "XGBoost gradient-boosted trees", "clinical": "a clinical-only logistic model",
     "combined": "a combined clinical and radiomics model",
 }
+_CLASS_WORDS = {"firstorder": "first-order", "glcm": "GLCM", "glrlm": "GLRLM", "glszm": "GLSZM", "gldm": "GLDM",
+                "ngtdm": "NGTDM", "shape2D": "shape (2D)"}
 _INTERPOLATORS = {"sitkBSpline": "B-spline", "sitkLinear": "linear", "sitkNearestNeighbor": "nearest-neighbour"}
 
 
@@ -100,6 +102,7 @@ def _extraction(extraction: dict) -> list[str]:
     image_types = list((params.get("imageType") or {}).keys())
     classes = list((params.get("featureClass") or {}).keys())
     if image_types or classes:
+        classes = [_CLASS_WORDS.get(c, c) for c in classes]
         out.append(f"Feature classes {_join(classes) or 'as configured'} were computed on the "
                    f"{_join(t.lower() for t in image_types) or 'original'} image"
                    f"{'s' if len(image_types) > 1 else ''} with pyradiomics.")

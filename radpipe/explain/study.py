@@ -178,10 +178,10 @@ def _nomogram(model_dir: Path, out_dir: Path) -> tuple[str | None, str]:
     try:
         from radpipe.explain.nomogram import write_nomogram
     except ImportError:
-        return None, "this radpipe has no nomogram module"
+        return None, "This radpipe has no nomogram module"
     path = write_nomogram(model_dir, out_dir / "figures")
     if path is None or not Path(path).is_file():
-        return None, "no logistic model with a formula in this run, so no nomogram"
+        return None, "No logistic model with a formula in this run, so no nomogram"
     return b64(Path(path).read_bytes()), Path(path).name
 
 
