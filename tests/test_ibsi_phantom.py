@@ -133,6 +133,8 @@ def test_unmappable_setting_is_a_config_error_naming_it():
         ExtractSettings(engine="mirp", setting={"normalize": True}).resolve_paths(Path("."))
     with pytest.raises(ConfigError, match="Wavelet"):
         ExtractSettings(engine="mirp", imageType={"Wavelet": {}}).resolve_paths(Path("."))
+    with pytest.raises(ConfigError, match="roi_mode"):
+        ExtractSettings(engine="mirp", roi_mode="per_component").resolve_paths(Path("."))
     with pytest.raises(ConfigError, match="extract.mirp"):
         ExtractSettings(mirp={"glcm_distance": [1.0]}).resolve_paths(Path("."))
 

@@ -102,6 +102,10 @@ def mirp_keywords(settings: ExtractSettings, source: str | None = None) -> tuple
     ...
     radpipe.errors.ConfigError: ...extract.setting.normalize...
     """
+    if settings.roi_mode != "single":
+        raise _refuse("roi_mode", "'single' (the MIRP engine extracts one ROI per case)", source)
+    if settings.extra_masks:
+        raise _refuse("extra_masks", "none (the MIRP engine extracts one ROI per case)", source)
     params = settings.pyradiomics_params(source=source)
     setting = dict(params["setting"])
     keywords: dict[str, Any] = {"by_slice": bool(setting.pop("force2D", False)), "anti_aliasing": False}
