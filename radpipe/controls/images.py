@@ -61,14 +61,24 @@ def shuffle_roi(image: sitk.Image, mask: sitk.Image, rng: np.random.Generator) -
     return _like(array, image)
 
 
-def body_mask(image: sitk.Image) -> sitk.Image:
-    """The patient's body: Otsu threshold, largest connected component, holes filled (UInt8, 1 = body).
+def body_mask(image: sitk.Image, roi: sitk.Image | None = None, closing_mm: float = 5.0) -> sitk.Image:
+    """The patient's body: Otsu threshold, plus the ROI, closed over ``closing_mm``, largest connected component,
+    holes filled (UInt8, 1 = body).
 
-    Otsu separates air (or the black background of an ultrasound frame) from tissue; filling holes keeps dark
-    structures inside the body (a hypoechoic lesion, the lungs) in it.
+    Otsu separates air (or the black frame around an ultrasound sector) from tissue. On ultrasound it also drops
+    dark tissue and anechoic lesions, so the ROI is added (it is in the body by definition) and small gaps are
+    closed; filling holes keeps dark structures inside the body (the lungs, a cyst) in it. Measured on 36 BUSI
+    images: a moved lesion-sized ROI fitted in 22 with Otsu alone, 30 with the ROI added, 33 with a 6-pixel
+    closing as well. (A three-class Otsu did better there, 35, but split the noisy air of a CT-like phantom.)
+    Images without a physical spacing count 1 mm per pixel.
     """
     scalar = sitk.Cast(image, sitk.sitkFloat32)
     foreground = sitk.OtsuThreshold(scalar, 0, 1)
+    if roi is not None:
+        foreground = sitk.Or(foreground, sitk.Cast(roi != 0, sitk.sitkUInt8))
+    if closing_mm > 0:
+        radius = [max(1, round(closing_mm / spacing)) for spacing in image.GetSpacing()]
+        foreground = sitk.BinaryMorphologicalClosing(foreground, radius)
     components = sitk.RelabelComponent(sitk.ConnectedComponent(foreground), sortByObjectSize=True)
     largest = sitk.Cast(components == 1, sitk.sitkUInt8)
     return sitk.BinaryFillhole(largest, fullyConnected=False, foregroundValue=1)
@@ -97,7 +107,7 @@ def move_roi(image: sitk.Image, mask: sitk.Image, rng: np.random.Generator,
     (9, True)
     """
     roi = _roi(mask)
-    inside = sitk.GetArrayFromImage(body if body is not None else body_mask(image)) != 0
+    inside = sitk.GetArrayFromImage(body if body is not None else body_mask(image, mask)) != 0
     box = tuple(slice(int(i.min()), int(i.max()) + 1) for i in np.nonzero(roi))
     footprint = roi[box].astype(np.float32)
     n = footprint.sum()
