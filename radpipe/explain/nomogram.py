@@ -172,13 +172,15 @@ def draw_nomogram(scales: NomogramScales, title: str = ""):
         xs = [x_of(x) for x in xs]
         if xs:
             ax.plot([min(xs), max(xs)], [y, y], color="black", lw=0.8)
-        last, below = -np.inf, False
+        # a label that would overlap its neighbour goes to the next free row: above, below, higher above
+        rows = [(y + 0.18, "bottom"), (y - 0.12, "top"), (y + 0.42, "bottom")]
+        ends = [-np.inf] * len(rows)
         for x, label in sorted(zip(xs, labels, strict=True)):
             ax.plot([x, x], [y, y + 0.12], color="black", lw=0.8)
-            below = (not below) and x - last < 0.9 * len(label) + 2  # labels that would overlap go below the line
-            ax.text(x, y - 0.12 if below else y + 0.18, label, ha="center", va="top" if below else "bottom",
-                    fontsize=7)
-            last = x
+            half = 0.45 * len(label) + 0.5  # about half the label's width in points units at font size 7
+            row = next((i for i, end in enumerate(ends) if x - half > end), 0)
+            ends[row] = x + half
+            ax.text(x, rows[row][0], label, ha="center", va=rows[row][1], fontsize=7)
 
     y = len(rows) - 1
     line(y, list(range(0, 101, 10)), [str(v) for v in range(0, 101, 10)])
