@@ -100,8 +100,7 @@ def write_overlay(path: str | Path, fixed: sitk.Image, moving: sitk.Image, trans
     checker = ((np.arange(fixed_view.shape[0])[:, None] // tile + np.arange(fixed_view.shape[1])[None, :] // tile) % 2
                ).astype(bool)
     # the fixed image in colour over the moving one in grey, as PET is shown over CT or MR in a clinic
-    colour = plt.get_cmap("hot").copy()
-    colour.set_under(alpha=0)
+    colour = plt.get_cmap("hot").with_extremes(under=(0, 0, 0, 0))  # below the floor: transparent
     for row, (label, tx) in enumerate(rows):
         moved = sitk.GetArrayFromImage(sitk.Resample(sitk.Cast(moving, sitk.sitkFloat32), grid, tx, sitk.sitkLinear,
                                                      0.0))[0][view]
