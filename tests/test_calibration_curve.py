@@ -99,3 +99,16 @@ def test_one_class_cohorts_are_left_out():
     rows = pd.DataFrame({"cohort": "site", "model": "m", "case_id": list("abc"), "y_true": 1, "y_prob": [.2, .5, .9]})
     curve, summary = calibration_tables(rows, n_boot=0)
     assert curve.empty and summary.empty
+
+
+def test_figure_draws_bins_with_no_or_only_events():
+    from radpipe.model.calibration_curve import calibration_figure
+
+    p = np.linspace(0.01, 0.99, 26)
+    y = np.r_[np.zeros(13, int), np.ones(13, int)]  # a perfectly separating model: bins of 0% and 100%
+    rows = pd.DataFrame({"cohort": "cv", "model": "m", "case_id": [f"c{i}" for i in range(26)], "y_true": y,
+                         "y_prob": p})
+    curve, summary = calibration_tables(rows, n_boot=0)
+    bins = curve[curve["kind"] == "bin"]
+    assert bins["observed"].tolist() == [0.0, 1.0] and bins["ci_high"].iloc[1] == pytest.approx(1.0)
+    assert calibration_figure(curve, summary)[:4] == b"\x89PNG"

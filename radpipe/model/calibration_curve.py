@@ -202,8 +202,10 @@ def calibration_figure(curve: pd.DataFrame, summary: pd.DataFrame | None = None,
                 if len(row) and np.isfinite(row["calibration_slope"].iloc[0]):
                     label = f"{model} (slope {row['calibration_slope'].iloc[0]:.2f})"
             shift = (k - (len(models) - 1) / 2) * 0.006  # side by side, so CI bars of models do not hide each other
-            ax.errorbar(bins["predicted"] + shift, bins["observed"],
-                        yerr=[bins["observed"] - bins["ci_low"], bins["ci_high"] - bins["observed"]],
+            # clipped: with 0 or all events the Wilson bound equals the proportion up to rounding
+            below = np.clip(bins["observed"] - bins["ci_low"], 0, None)
+            above = np.clip(bins["ci_high"] - bins["observed"], 0, None)
+            ax.errorbar(bins["predicted"] + shift, bins["observed"], yerr=[below, above],
                         fmt="o", ms=5, color=colour, capsize=3, lw=1, label=label)
             ax.plot(smooth["predicted"], smooth["observed"], color=colour, lw=1.6, alpha=0.85)
         ax.set_xlim(0, 1)
