@@ -2,7 +2,7 @@
 
 ``mean``: the (weighted) mean of the members' probabilities, as WORC averages its best workflows (Starmans et
 al. 2021); each member is a whole pipeline with its own selection, so the ensemble sees every input column.
-``stacking``: a logistic regression on the members' out-of-fold probabilities of the inner folds (scikit-learn's
+``stacking``: a logistic regression on the members' out-of-fold probabilities within the training fold (scikit-learn's
 ``StackingClassifier``). Both are fitted on an outer training fold only, so the outer folds score them like any
 model.
 
@@ -21,6 +21,7 @@ import pandas as pd
 from sklearn.base import clone
 from sklearn.ensemble import StackingClassifier, VotingClassifier
 from sklearn.linear_model import LogisticRegression
+from sklearn.model_selection import StratifiedKFold
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import FunctionTransformer
 
@@ -37,6 +38,7 @@ class MeanEnsemble(VotingClassifier):
     --------
     >>> import numpy as np
     >>> from sklearn.linear_model import LogisticRegression
+from sklearn.model_selection import StratifiedKFold
     >>> from sklearn.naive_bayes import GaussianNB
     >>> rng = np.random.default_rng(0)
     >>> y = np.tile([0, 1], 20)
@@ -61,14 +63,16 @@ def fit_top_ensemble(pipelines: list[Pipeline], X: pd.DataFrame, y: np.ndarray, 
     """The ``settings.search_combine`` ensemble of ``pipelines`` (best first), fitted on (X, y).
 
     Members get equal weights: the inner AUCs that ranked them are too close and too noisy to weight by.
-    ``cv`` (the inner folds) gives the stacking meta-learner its out-of-fold probabilities.
+    ``cv`` and ``groups`` (the inner folds) are not used: stacking draws its own seeded stratified folds.
     """
     members = [(f"top{i + 1}", clone(p)) for i, p in enumerate(pipelines)]
     if settings.search_combine == "mean":
         clf: Any = MeanEnsemble(members)
         clf.fit(X, y)
     else:
-        folds = list(cv.split(X, y, groups)) if hasattr(cv, "split") else cv
+        # a splitter, not fixed folds, so a clone refits on other cases (the inner OOF for the threshold); it is
+        # stratified but not grouped, as the zoo's stacking: it only shapes the meta-learner's training fit
+        folds = StratifiedKFold(settings.inner_folds, shuffle=True, random_state=settings.seed)
         clf = StackingClassifier(members, final_estimator=LogisticRegression(C=1.0), cv=folds,
                                  stack_method="predict_proba").fit(X, y)
     # an identity first step: pipeline[:-1].get_feature_names_out() is the input feature list, as for the zoo's
