@@ -29,7 +29,7 @@ STUDY_FILE = "study.html"
 NET_BENEFIT_SHOWN = (0.1, 0.2, 0.3, 0.4, 0.5)
 #: comparison.csv's columns (written by the model stage's clinical / radiomics / combined comparison)
 COMPARISON_COLUMNS = ["model", "kind", "auc", "auc_ci_low", "auc_ci_high", "reference", "auc_difference",
-                      "difference_ci_low", "difference_ci_high", "delong_p"]
+                      "difference_ci_low", "difference_ci_high", "delong_p", "probabilities"]
 #: the metrics.csv columns the comparison table shows when there is no comparison.csv
 METRICS_SHOWN = ["cohort", "model", "n", "auc", "auc_ci_low", "auc_ci_high", "sensitivity", "specificity", "brier",
                  "calibration_slope", "delong_p_vs_best"]
