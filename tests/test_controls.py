@@ -163,6 +163,25 @@ def test_negative_controls_need_a_binary_outcome_before_any_work(tmp_path):
     assert not (tmp_path / "out" / "features").exists()
 
 
+def test_cohort_page_section_reads_the_controls_table(tmp_path):
+    from radpipe.controls.report import negative_controls_section
+
+    assert negative_controls_section(tmp_path, "svm") is None  # a run without controls shows nothing
+    pd.DataFrame({
+        "control": ["none", "none", "shuffled", "shuffled", "moved"],
+        "features": ["all", "texture", "all", "texture", "all"], "model": ["svm"] * 5, "n": [100] * 4 + [60],
+        "auc": [0.9, 0.8, 0.6, 0.5, float("nan")], "ci_low": [0.85, 0.7, 0.5, 0.4, float("nan")],
+        "ci_high": [0.95, 0.9, 0.7, 0.6, float("nan")], "note": ["", "", "", "", "not trained: ..."],
+    }).to_csv(tmp_path / "negative_controls.csv", index=False)
+    section = negative_controls_section(tmp_path, "svm")
+    assert [r["auc"] for r in section["rows"]] == ["0.90 [0.85, 0.95]", "0.80 [0.70, 0.90]", "0.60 [0.50, 0.70]",
+                                                    "0.50 [0.40, 0.60]", "not trained"]
+    text = " ".join(section["sentences"])
+    assert "loses AUC on shuffled voxels (0.60 against 0.90" in text
+    assert "0.80 on the real images and 0.50 on shuffled voxels, near chance" in text
+    assert "moved into other tissue" not in text  # no number, no sentence
+
+
 def test_negative_controls_key_is_validated():
     from pydantic import ValidationError
 
@@ -172,36 +191,58 @@ def test_negative_controls_key_is_validated():
         Recipe.model_validate({"name": "x", "dataset": "d", "negative_controls": "sometimes"})
 
 
-@pytest.mark.realdata
-@pytest.mark.slow
-def test_busi_texture_model_on_shuffled_voxels_is_near_chance(data_dir, tmp_path):
-    """BUSI: texture features of shuffled ROIs carry no spatial pattern, so a texture-only model trained on them
-    must fall to AUC < 0.65; the first-order and shape features of the same control equal the real ones."""
+@pytest.fixture(scope="module")
+def busi_real_and_shuffled(data_dir, tmp_path_factory):
+    """BUSI's features and those of its voxel-shuffled control, extracted with pipelines/busi.yaml."""
     from radpipe.config import load_recipe
     from radpipe.extract.tables import read_feature_table
     from radpipe.model.inputs import modelling_table
-    from radpipe.model.settings import ModelSettings
 
+    work = tmp_path_factory.mktemp("busi")
     recipe = load_recipe(Path(__file__).resolve().parents[1] / "pipelines" / "busi.yaml")
     cohort = load_cohort("busi")
-    real = modelling_table(read_feature_table(
-        extract_cohort(cohort, recipe.extract, tmp_path / "real", jobs=2).out_dir / "features.csv"))
-    shuffled_cohort = control_cohort(cohort, recipe.extract, "shuffled", tmp_path / "shuffled", jobs=2)
-    shuffled = modelling_table(read_feature_table(
-        extract_cohort(shuffled_cohort, recipe.extract, tmp_path / "shuffled_features", jobs=2).out_dir
-        / "features.csv"))
+
+    def features(one, folder):
+        result = extract_cohort(one, recipe.extract, work / folder, jobs=2)
+        return modelling_table(read_feature_table(result.out_dir / "features.csv"))
+
+    shuffled_cohort = control_cohort(cohort, recipe.extract, "shuffled", work / "shuffled", jobs=2)
+    return cohort, features(cohort, "real"), features(shuffled_cohort, "shuffled_features")
+
+
+@pytest.mark.realdata
+@pytest.mark.slow
+def test_busi_shuffling_keeps_first_order_and_shape_and_changes_texture(busi_real_and_shuffled):
+    _, real, shuffled = busi_real_and_shuffled
     assert shuffled.index.tolist() == real.index.tolist()
     kept = [c for c in real.columns if "_shape2D_" in c or "_firstorder_" in c]
+    assert len(kept) > 20
     pd.testing.assert_frame_equal(shuffled[kept], real[kept], check_exact=False, rtol=1e-9)
+    texture = texture_columns(real.columns)
+    assert (~np.isclose(shuffled[texture], real[texture], rtol=1e-6)).mean().mean() > 0.8
 
-    labels = cohort.labels.reindex(real.index)
-    y = (labels == "malignant").to_numpy().astype(int)
+
+def _busi_texture_aucs(cohort, real, shuffled) -> tuple[float, float]:
+    from radpipe.model.settings import ModelSettings
+
+    y = (cohort.labels.reindex(real.index) == "malignant").to_numpy().astype(int)
     groups = cohort.groups.reindex(real.index).to_numpy()
     settings = ModelSettings(models=["logreg"], positive_class="malignant", outer_folds=5, inner_folds=3,
-                             correlation_threshold=0.9, selection="univariate", select_k=20, bootstrap=200, seed=42)
+                             correlation_threshold=0.9, selection="univariate", select_k=20, bootstrap=0, seed=42)
     texture = texture_columns(real.columns)
-    on_real = cv_aucs(real[texture], y, settings, groups).loc[0, "auc"]
-    on_shuffled = cv_aucs(shuffled[texture], y, settings, groups).loc[0, "auc"]
+    return (cv_aucs(real[texture], y, settings, groups).loc[0, "auc"],
+            cv_aucs(shuffled[texture], y, settings, groups).loc[0, "auc"])
+
+
+@pytest.mark.realdata
+@pytest.mark.slow
+@pytest.mark.xfail(strict=True, reason=(
+    "issue 16 expects AUC < 0.65; measured on BUSI (logreg, busi.yaml settings): 0.81 on the real images and 0.79 on "
+    "shuffled voxels. On a random arrangement pyradiomics' texture features are functions of the ROI's grey-level "
+    "histogram and voxel count (GLCM contrast is twice the grey-level variance, run and zone non-uniformities grow "
+    "with the ROI's size), and on BUSI both carry the outcome. Strict: this test fails loudly if that changes."))
+def test_busi_texture_model_on_shuffled_voxels_is_near_chance(busi_real_and_shuffled):
+    cohort, real, shuffled = busi_real_and_shuffled
+    on_real, on_shuffled = _busi_texture_aucs(cohort, real, shuffled)
     print(f"BUSI texture-only logreg: real AUC {on_real:.3f}, shuffled-voxel AUC {on_shuffled:.3f}")
     assert on_shuffled < 0.65
-    assert on_real > on_shuffled

@@ -42,8 +42,9 @@ def interpretation(table: pd.DataFrame, model: str) -> list[str]:
     >>> print(interpretation(table, "rf")[1])
     The full model keeps its AUC on shuffled voxels (0.84 against 0.85 on the real images): what it learns is mostly the intensity histogram, volume or shape, not texture.
     """
-    lines = ["Shuffling the voxels inside each ROI keeps every first-order and shape feature exactly (the same values, "
-             "the same mask); only the spatial arrangement, which texture features measure, is destroyed. So a model "
+    lines = ["Shuffling the voxels inside each ROI keeps every first-order and shape feature (the same values in "
+             "another order, the same mask); only the spatial arrangement, which texture features measure, is "
+             "destroyed. So a model "
              "that does as well on shuffled voxels is learning the intensity histogram, volume or shape, not texture."]
     real, shuffled = _value(table, "none", "all", model), _value(table, "shuffled", "all", model)
     if np.isfinite(real) and np.isfinite(shuffled):
