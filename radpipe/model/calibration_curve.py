@@ -87,14 +87,16 @@ def binned_calibration(y_true, y_prob, bins: int | None = None) -> pd.DataFrame:
 
 
 def smoothed_calibration(y_true, y_prob, points: int = 50) -> pd.DataFrame:
-    """Lowess of the outcome on the predicted probability, on ``points`` probabilities spanning the observed range
-    (columns ``predicted, observed``). No robustness iterations: with a 0/1 outcome they would down-weight the
+    """Lowess of the outcome on the predicted probability, on ``points`` probabilities spanning the middle 95% of
+    the predictions (columns ``predicted, observed``). No robustness iterations: with a 0/1 outcome they would down-weight the
     very cases that show miscalibration."""
     from statsmodels.nonparametric.smoothers_lowess import lowess
 
     y = np.asarray(y_true, dtype=float)
     p = np.asarray(y_prob, dtype=float)
-    grid = np.linspace(p.min(), p.max(), points)
+    # between the 2.5th and 97.5th percentile of the predictions: beyond, a handful of cases decide the curve
+    low, high = np.quantile(p, [0.025, 0.975])
+    grid = np.linspace(low, high, points)
     fitted = lowess(y, p, frac=LOWESS_FRACTION, it=0, xvals=grid)
     return pd.DataFrame({"predicted": grid, "observed": np.clip(fitted, 0.0, 1.0)})
 
@@ -178,46 +180,52 @@ def calibration_tables(predictions: pd.DataFrame, n_boot: int = 1000, seed: int 
 
 def calibration_figure(curve: pd.DataFrame, summary: pd.DataFrame | None = None, *,
                        source: str = "calibration_curve.csv") -> bytes:
-    """PNG of ``curve`` (:func:`calibration_tables`): one panel per cohort, each model's bins (dots with 95% CI
-    bars) and lowess curve, with the diagonal of perfect calibration; the legend carries the slope when
-    ``summary`` is given."""
+    """PNG of ``curve`` (:func:`calibration_tables`): one small panel per cohort and model (rows: cohorts), each
+    with the model's bins (dots with 95% CI bars), its lowess curve and the diagonal of perfect calibration; the
+    panel title carries the slope with its CI when ``summary`` is given. Separate panels, because six models'
+    error bars on one plot hide each other."""
     import matplotlib
 
     matplotlib.use("Agg", force=False)
     import matplotlib.pyplot as plt
 
-    cohorts = _cohort_order(curve["cohort"])
-    fig, axes = plt.subplots(1, max(len(cohorts), 1), figsize=(5.4 * max(len(cohorts), 1), 5.0), squeeze=False)
-    for ax, cohort in zip(axes[0], cohorts, strict=False):
-        mine = curve[curve["cohort"] == cohort]
-        ax.plot([0, 1], [0, 1], ls="--", color="#7f7f7f", lw=1, label="perfect calibration")
-        models = list(dict.fromkeys(mine["model"]))
-        for k, model in enumerate(models):
-            colour = _COLOURS[k % len(_COLOURS)]
-            part = mine[mine["model"] == model]
-            bins, smooth = part[part["kind"] == "bin"], part[part["kind"] == "smooth"]
-            label = model
-            if summary is not None:
-                row = summary[(summary["cohort"] == cohort) & (summary["model"] == model)]
-                if len(row) and np.isfinite(row["calibration_slope"].iloc[0]):
-                    label = f"{model} (slope {row['calibration_slope'].iloc[0]:.2f})"
-            shift = (k - (len(models) - 1) / 2) * 0.006  # side by side, so CI bars of models do not hide each other
-            # clipped: with 0 or all events the Wilson bound equals the proportion up to rounding
-            below = np.clip(bins["observed"] - bins["ci_low"], 0, None)
-            above = np.clip(bins["ci_high"] - bins["observed"], 0, None)
-            ax.errorbar(bins["predicted"] + shift, bins["observed"], yerr=[below, above],
-                        fmt="o", ms=5, color=colour, capsize=3, lw=1, label=label)
-            ax.plot(smooth["predicted"], smooth["observed"], color=colour, lw=1.6, alpha=0.85)
+    panels = [(cohort, model) for cohort in _cohort_order(curve["cohort"])
+              for model in dict.fromkeys(curve.loc[curve["cohort"] == cohort, "model"])]
+    models = list(dict.fromkeys(curve["model"]))
+    ncols = min(3, max(len(panels), 1))
+    nrows = max(1, -(-len(panels) // ncols))
+    fig, axes = plt.subplots(nrows, ncols, figsize=(3.6 * ncols, 3.7 * nrows + 0.3), squeeze=False)
+    for ax in axes.ravel()[len(panels):]:
+        ax.set_visible(False)
+    for ax, (cohort, model) in zip(axes.ravel(), panels, strict=False):
+        colour = _COLOURS[models.index(model) % len(_COLOURS)]
+        part = curve[(curve["cohort"] == cohort) & (curve["model"] == model)]
+        bins, smooth = part[part["kind"] == "bin"], part[part["kind"] == "smooth"]
+        ax.plot([0, 1], [0, 1], ls="--", color="#7f7f7f", lw=1)
+        # clipped: with 0 or all events the Wilson bound equals the proportion up to rounding
+        below = np.clip(bins["observed"] - bins["ci_low"], 0, None)
+        above = np.clip(bins["ci_high"] - bins["observed"], 0, None)
+        ax.errorbar(bins["predicted"], bins["observed"], yerr=[below, above], fmt="o", ms=5, color=colour,
+                    capsize=3, lw=1)
+        ax.plot(smooth["predicted"], smooth["observed"], color=colour, lw=1.6, alpha=0.85)
+        title = model if cohort == "cv" else f"{model}, external: {cohort}"
+        if summary is not None:
+            row = summary[(summary["cohort"] == cohort) & (summary["model"] == model)]
+            if len(row) and np.isfinite(row["calibration_slope"].iloc[0]):
+                r = row.iloc[0]
+                title += (f"\nslope {r['calibration_slope']:.2f} "
+                          f"({r['calibration_slope_ci_low']:.2f} to {r['calibration_slope_ci_high']:.2f})")
+        ax.set_title(title, fontsize=9)
         ax.set_xlim(0, 1)
         ax.set_ylim(0, 1)
         ax.set_aspect("equal")
-        ax.set_xlabel("predicted probability")
-        ax.set_ylabel("observed proportion (95% Wilson CI)")
-        name = "out-of-fold (cross-validation)" if cohort == "cv" else f"external: {cohort}"
-        ax.set_title(name, fontsize=10)
+        ax.set_xlabel("predicted probability", fontsize=8.5)
+        ax.set_ylabel("observed proportion", fontsize=8.5)
+        ax.tick_params(labelsize=8)
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=8, frameon=False, loc="upper left")
-    fig.text(0.01, 0.005, f"table: {source}; dots: quantile bins, lines: lowess", fontsize=8, color="#5d6d7e")
+    kind = "out-of-fold, mean over repeats" if "cv" in set(curve["cohort"]) else "external"
+    fig.text(0.01, 0.005, f"table: {source} ({kind}); dots: quantile bins with 95% Wilson CI; lines: lowess; "
+             "dashed: perfect calibration", fontsize=8, color="#5d6d7e")
     fig.tight_layout(rect=(0, 0.03, 1, 1))
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=110)
