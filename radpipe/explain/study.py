@@ -240,7 +240,8 @@ def write_study(model_dir: str | Path, out_dir: str | Path, *, features_dir: str
     nomogram, nomogram_note = _nomogram(folder.path, out_dir)
     rows, rows_source = comparison_rows(folder)
     html = env(banner).get_template(STUDY_FILE).render(
-        title=f"Study report: {card.get('model_name', 'model')}", card=card,
+        title=f"Study report: {read_extraction_manifest(features_dir).get('cohort') or card.get('model_name', 'model')}",
+        card=card,
         flow=case_flow(folder, features_dir), rows=rows, rows_source=rows_source,
         figs={k: b64(v) for k, v in figs.items()}, sources=sources,
         calibration=[] if summary is None else summary.to_dict("records"),
