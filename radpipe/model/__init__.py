@@ -25,6 +25,9 @@ _EXPORTS = {
     "ComBatHarmoniser": "radpipe.model.transformers",
     "CorrelationFilter": "radpipe.model.transformers",
     "FeatureSelector": "radpipe.model.transformers",
+    "compare_models": "radpipe.model.compare",
+    "linear_formula": "radpipe.model.radscore",
+    "riley_binary": "radpipe.model.sample_size",
     "nested_cv": "radpipe.model.validate",
     "build_pipeline": "radpipe.model.zoo",
 }
