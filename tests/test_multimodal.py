@@ -124,6 +124,15 @@ def test_a_missing_modality_is_a_qc_row_and_the_case_is_dropped_or_kept(two_moda
         pd.testing.assert_series_equal(kept.filter(like="pet_"), everything.loc["demo_002"].filter(like="pet_"),
                                        check_exact=True)
         assert cohort.labels["demo_002"] == "aggressive"  # kept for modelling, with its label
+        # the model stage keeps the case and fills its empty MR cells from the training cases (median)
+        from radpipe.model.settings import ModelSettings
+        from radpipe.model.zoo import build_pipeline
+
+        settings = ModelSettings(models=["logreg"], positive_class="aggressive", impute="median")
+        pipe = build_pipeline("logreg", settings).fit(result.features, cohort.labels[result.features.index])
+        imputed = pipe.named_steps["impute"].statistics_
+        assert imputed[list(result.features.columns).index("mr_original_firstorder_Mean")] == pytest.approx(
+            result.features["mr_original_firstorder_Mean"].median())
     assert result.n_failed == (1 if require_all else 0)
 
 
