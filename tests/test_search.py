@@ -148,9 +148,14 @@ def test_pure_noise_stays_at_chance_after_many_configurations():
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("seed", [1, 2, 3])
-def test_pure_noise_stays_at_chance_over_seeds_with_hundreds_of_configurations(seed):
-    assert 0.40 <= _noise_auc(seed=seed, budget=120) <= 0.60  # 360 pipelines per seed
+def test_pure_noise_stays_at_chance_over_seeds_with_hundreds_of_configurations():
+    # 360 pipelines per seed. A leak would push AUCs up, so no seed may exceed 0.60. CV on noise leans below
+    # chance (holding cases out moves the training fold's class means away from them; Parker et al., BMC
+    # Bioinformatics 2007;8:326): seed 3 gave 0.385, so the 0.40 lower bound is on the mean over seeds.
+    aucs = [_noise_auc(seed=seed, budget=120) for seed in (1, 2, 3)]
+    print("pure-noise nested AUCs:", [round(a, 3) for a in aucs])
+    assert max(aucs) <= 0.60 and min(aucs) >= 0.35
+    assert 0.40 <= float(np.mean(aucs)) <= 0.60
 
 
 def test_metrics_are_byte_identical_with_one_or_two_jobs(tmp_path):
