@@ -173,3 +173,14 @@ def test_metrics_are_byte_identical_with_one_or_two_jobs(tmp_path):
     assert texts[0] == texts[1]
     card = (tmp_path / "jobs1" / "models" / "search" / "model_card.json").read_text()
     assert '"family_wins"' in card and '"chosen_per_outer_fold"' in card
+
+
+def test_tree_importance_selection_keeps_the_features_the_label_depends_on():
+    rng = np.random.default_rng(4)
+    y = np.tile([0, 1], 40)
+    X = rng.normal(size=(80, 10))
+    X[:, 3] += 2.0 * y
+    X[:, 7] += 1.0 * y
+    selector = FeatureSelector(method="trees", k=2).fit(X, y)
+    assert selector.get_support(indices=True).tolist() == [3, 7]
+    assert selector.scores_.sum() == pytest.approx(1.0) and int(np.argmax(selector.scores_)) == 3
