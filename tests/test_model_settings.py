@@ -52,8 +52,10 @@ def test_rebalance_choices_and_the_model_card_summary():
 def test_cv_summary_names_the_inner_scoring_and_the_strata():
     default = ModelSettings().cv_summary()
     assert default["outer"] == "RepeatedStratifiedKFold(5 folds x 1 repeats)"          # binary cards unchanged
-    assert default["inner"] == "grid search, 3-fold stratified CV, scoring roc_auc"
+    assert default["inner"] == "successive-halving random search, 3-fold stratified CV, scoring roc_auc"
+    listed = ModelSettings(models=["svm", "rf", "xgb"]).cv_summary()
+    assert listed["inner"] == "grid search, 3-fold stratified CV, scoring roc_auc" and "search_budget" not in listed
     assert ModelSettings().cv_summary(scoring="roc_auc_ovr")["inner"].endswith("scoring roc_auc_ovr")
     harmonised = ModelSettings(harmonise="combat", batch_column="scanner").cv_summary()
     assert harmonised["outer"].startswith("RepeatedStratifiedKFold(5 folds x 1 repeats), stratified on outcome x batch")
-    assert harmonised["inner"].startswith("grid search, 3-fold stratified CV on outcome x batch (on the outcome alone")
+    assert harmonised["inner"].startswith("successive-halving random search, 3-fold stratified CV on outcome x batch (on")

@@ -274,7 +274,8 @@ class ModelSettings(BaseModel):
         return {
             "outer": f"{'StratifiedGroupKFold' if self.group_column else 'RepeatedStratifiedKFold'}"
             f"({self.outer_folds} folds x {self.outer_repeats} repeats)" + (f", stratified{strata}" if strata else ""),
-            "inner": f"{self.search} search, {self.inner_folds}-fold stratified CV{strata}, scoring {scoring}",
+            "inner": f"{'successive-halving random' if self.models == ['search'] else self.search} search, "
+            f"{self.inner_folds}-fold stratified CV{strata}, scoring {scoring}",
             "outer_folds": self.outer_folds,
             "outer_repeats": self.outer_repeats,
             "inner_folds": self.inner_folds,
