@@ -8,7 +8,7 @@ from radpipe.model import ModelSettings
 
 def test_defaults_are_a_usable_recipe():
     settings = ModelSettings()
-    assert settings.models == ["search"] and settings.search_budget == 40 and settings.search_top == 3
+    assert settings.models == ["search"] and settings.search_budget == 40 and settings.search_top == 10
     assert (settings.outer_folds, settings.outer_repeats, settings.inner_folds, settings.seed) == (5, 1, 3, 42)
     assert settings.positive_class is None and settings.select_best_by == "auc"
     assert all(field.description for field in ModelSettings.model_fields.values())

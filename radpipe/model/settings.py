@@ -70,7 +70,7 @@ class ModelSettings(BaseModel):
         description="Feature-selection methods the 'search' model may choose: " + ", ".join(SEARCH_SELECTIONS)
         + " (trees: extra-trees importance).")
     search_top: int = Field(
-        3, ge=1, description="The 'search' model is an ensemble of this many best configurations of the last "
+        10, ge=1, description="The 'search' model is an ensemble of this many best configurations of the last "
         "halving round (1: the single best pipeline).")
     search_combine: Literal["mean", "stacking"] = Field(
         "mean", description="How search_top > 1 configurations are combined: the mean of their probabilities, or "
