@@ -38,7 +38,6 @@ class MeanEnsemble(VotingClassifier):
     --------
     >>> import numpy as np
     >>> from sklearn.linear_model import LogisticRegression
-from sklearn.model_selection import StratifiedKFold
     >>> from sklearn.naive_bayes import GaussianNB
     >>> rng = np.random.default_rng(0)
     >>> y = np.tile([0, 1], 20)
