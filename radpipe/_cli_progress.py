@@ -54,7 +54,9 @@ class ConsoleHooks(RunHooks):
     def extracting(self, cohort, out_dir: Path) -> Iterator:
         counts = {"computed": 0, "cached": 0}
         started = time.perf_counter()
-        with progress_bar(f"extract {cohort.name}", len(cohort.cases)) as advance:
+        # a multimodal cohort extracts each case once per modality
+        extractions = len(cohort.cases) * max(1, len(cohort.parts))
+        with progress_bar(f"extract {cohort.name}", extractions) as advance:
             def on_result(result, cached: bool) -> None:
                 counts["cached" if cached else "computed"] += 1
                 elapsed = time.perf_counter() - started

@@ -34,6 +34,7 @@ from radpipe.explain.attributions import (
     Importance,
     attributions,
     cohort_figures,
+    feature_parts,
     importance,
     patient_item,
     reaching_inputs,
@@ -46,10 +47,7 @@ from radpipe.explain.lime_values import agreement, compute_lime
 from radpipe.explain.pages import card_rows, feature_labels, render_cohort, render_patients
 from radpipe.explain.performance import Performance, cv_predictions, model_performance, out_of_fold
 from radpipe.explain.settings import ExplainSettings
-from radpipe.explain.shap_values import (
-    ShapResult,
-    parse_feature_name,
-)
+from radpipe.explain.shap_values import ShapResult
 from radpipe.explain.stability import fold_stability
 from radpipe.explain.study import write_study
 from radpipe.model.folder import ModelFolder
@@ -356,9 +354,10 @@ def _summary(view: ModelView, values: Attributions, imp: Importance, agree, stab
         "n_cases": int(len(X)),
         "n_patients": len(page_cases),
         "n_final_features": int(values.shap.values.shape[1]),
-        "top_features": [{**parse_feature_name(n), "feature": n, "mean_abs_shap": float(imp.mean_abs[n])}
+        "top_features": [{**feature_parts(n), "feature": n, "mean_abs_shap": float(imp.mean_abs[n])}
                          for n in top],
         "by_family": {k: float(v) for k, v in imp.family.items()},
+        "by_modality": {k: float(v) for k, v in imp.modality.items()},
         "by_filter": {k: float(v) for k, v in imp.image_filter.items()},
         "shap_lime_agreement": _agreement_summary(agree, settings.lime_top),
         "fold_stability": {k: v for k, v in stability.items() if k not in ("matrix", "importance")},

@@ -20,10 +20,10 @@ from matplotlib.ticker import MaxNLocator
 from radpipe._io import atomic_write_bytes, atomic_write_text, software_versions
 from radpipe.explain import plots
 from radpipe.explain._format import plain_number
-from radpipe.explain.attributions import write_csv
+from radpipe.explain.attributions import feature_parts, write_csv
 from radpipe.explain.headline import training_cases
 from radpipe.explain.pages import b64, card_rows, env, feature_labels, waterfall_rows
-from radpipe.explain.shap_values import original_name_map, parse_feature_name, to_original
+from radpipe.explain.shap_values import original_name_map, to_original
 from radpipe.explain.survival_numbers import (
     SOURCE_TEXT,
     SurvivalView,
@@ -113,7 +113,7 @@ def explain_survival(model, folder: ModelFolder, X: pd.DataFrame, X_train: pd.Da
         "explainer_notes": shap.notes, "background_source": train_note, "base_value": shap.base_value,
         "additivity_max_error": additivity, "n_cases": int(len(X)), "n_patients": len(page_cases),
         "n_final_features": int(shap.values.shape[1]),
-        "top_features": [{**parse_feature_name(n), "feature": n, "mean_abs_shap": float(mean_abs[n])} for n in top],
+        "top_features": [{**feature_parts(n), "feature": n, "mean_abs_shap": float(mean_abs[n])} for n in top],
         "metrics_cv": m, "lime": "not computed for survival models", "constant_final_model": constant,
         "settings": settings.model_dump(),
     }
@@ -247,7 +247,7 @@ def _patient_page(c, template, X, X_train, shap, view: SurvivalView, final, head
         d = train_num[orig].dropna().to_numpy() if orig in train_num else np.array([])
         v = raw[f]
         pct = float(100 * ((d < v).mean() + 0.5 * (d == v).mean())) if d.size and pd.notna(v) else None
-        top.append({**parse_feature_name(orig), "feature": orig, "value": v, "percentile": pct,
+        top.append({**feature_parts(orig), "feature": orig, "value": v, "percentile": pct,
                     "shap": float(contrib[f])})
     horizons = []
     for h in view.horizons:
