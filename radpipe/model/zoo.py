@@ -148,6 +148,9 @@ def build_pipeline(name: str, settings: ModelSettings) -> Pipeline:
     """
     if name in ENSEMBLE_NAMES:
         raise ValueError(f"{name!r} is an ensemble: build it with build_ensemble from fitted members")
+    if name == "search":
+        raise ValueError("'search' is a search over whole pipelines: use radpipe.model.search.JointSearch "
+                         "(its search_pipeline is the pipeline it sets)")
     pipeline_class = Pipeline
     if settings.rebalance:
         from imblearn.pipeline import Pipeline as pipeline_class
