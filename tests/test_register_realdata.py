@@ -24,6 +24,8 @@ Measured (2 shared cores, 2026-11-30), median (IQR) over the 39 cases; TRE in mm
 - started from the reference alignment (no misalignment), rigid MI moves the MR 4–13 mm (median 8.6 mm, first 8
   cases); the MI of the full images along x, y, z shifts peaks 3–6 mm from the reference on STS_001 and STS_003,
   whichever image is fixed. Fewer bins (16), a shorter pyramid ([2, 1]) or the MR as fixed image did no better.
+- pyradiomics samples (same modality, mean squares, each image to a moved copy of itself): rigid TRE 2.57 → 0.02
+  mm, affine 5.42 → 0.06 mm, 5/5 below one voxel, Dice 1.00; the 512x512 lung images take minutes each.
 - mask transfer without registration (PET mask onto the MR grid vs the MR mask): Dice 0.959 (0.942–0.965),
   min 0.866 (STS_035) by nearest neighbour; 0.968 (0.955–0.972) linear-then-0.5.
 """
