@@ -212,7 +212,7 @@ def extract_multimodal(cohort: Cohort, settings: ExtractSettings, out_dir: str |
     diagnostics = pd.concat([_with_part(_read_csv(result.out_dir / "diagnostics.csv")
                                         .rename(columns={"modality": "header_modality"}), name, kind)
                              for name, result in parts.items()], ignore_index=True)
-    written = write_merged(out_dir, wide_out, long_out, codebook, qc, diagnostics, formats)
+    written = tables.write_extraction_tables(out_dir, wide_out, long_out, codebook, qc, diagnostics, formats)
 
     summary = RunSummary(computed=sum(r.summary.computed for r in parts.values()),
                          cached=sum(r.summary.cached for r in parts.values()),
@@ -325,21 +325,6 @@ def merged_codebook(books: dict[str, pd.DataFrame], *, prefix_parts: bool = True
         book.insert(1, part_column, name)
         frames.append(book)
     return pd.concat(frames, ignore_index=True)
-
-
-def write_merged(out_dir: Path, wide: pd.DataFrame, long: pd.DataFrame, codebook: pd.DataFrame, qc: pd.DataFrame,
-                 diagnostics: pd.DataFrame, formats) -> dict[str, str]:
-    """Write the merged tables as a single extraction writes its own; return {file name: sha256}."""
-    written = {}
-    if "csv" in formats:
-        written["features.csv"] = tables.write_csv(wide, out_dir / "features.csv")
-        written["features_long.csv"] = tables.write_csv(long, out_dir / "features_long.csv")
-    if "parquet" in formats:
-        written["features.parquet"] = tables.write_parquet(wide, out_dir / "features.parquet")
-    written["codebook.csv"] = tables.write_csv(codebook, out_dir / "codebook.csv")
-    written["diagnostics.csv"] = tables.write_csv(diagnostics, out_dir / "diagnostics.csv")
-    written["qc.csv"] = tables.write_csv(qc, out_dir / "qc.csv")
-    return written
 
 
 def _read_csv(path: Path) -> pd.DataFrame:

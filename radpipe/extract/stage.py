@@ -306,15 +306,7 @@ def _write_tables(out_dir: Path, results: list[CaseResult], problem_rows: list[d
     long = tables.long_table(wide)
     if settings.names != "pyradiomics" and settings.engine != "mirp":
         wide = wide.rename(columns=dict(zip(codebook["pyradiomics_column"], codebook["column"], strict=True)))
-    written = {}
-    if "csv" in formats:
-        written["features.csv"] = tables.write_csv(wide, out_dir / "features.csv")
-        written["features_long.csv"] = tables.write_csv(long, out_dir / "features_long.csv")
-    if "parquet" in formats:
-        written["features.parquet"] = tables.write_parquet(wide, out_dir / "features.parquet")
-    written["codebook.csv"] = tables.write_csv(codebook, out_dir / "codebook.csv")
-    written["diagnostics.csv"] = tables.write_csv(diagnostics, out_dir / "diagnostics.csv")
-    written["qc.csv"] = tables.write_csv(qc, out_dir / "qc.csv")
+    written = tables.write_extraction_tables(out_dir, wide, long, codebook, qc, diagnostics, formats)
     return wide, qc, written
 
 

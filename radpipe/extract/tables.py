@@ -188,6 +188,23 @@ def to_parquet_bytes(table: pd.DataFrame) -> bytes:
     return buffer.getvalue()
 
 
+def write_extraction_tables(out_dir: Path, wide: pd.DataFrame, long: pd.DataFrame, codebook: pd.DataFrame,
+                            qc: pd.DataFrame, diagnostics: pd.DataFrame, formats) -> dict[str, str]:
+    """Write an extraction's tables (features in the requested formats, codebook, diagnostics, QC) into
+    ``out_dir``; return {file name: sha256} for the manifest. One place, so a single-image and a merged
+    multimodal extraction lay out their folders the same way."""
+    written = {}
+    if "csv" in formats:
+        written["features.csv"] = write_csv(wide, out_dir / "features.csv")
+        written["features_long.csv"] = write_csv(long, out_dir / "features_long.csv")
+    if "parquet" in formats:
+        written["features.parquet"] = write_parquet(wide, out_dir / "features.parquet")
+    written["codebook.csv"] = write_csv(codebook, out_dir / "codebook.csv")
+    written["diagnostics.csv"] = write_csv(diagnostics, out_dir / "diagnostics.csv")
+    written["qc.csv"] = write_csv(qc, out_dir / "qc.csv")
+    return written
+
+
 def write_csv(table: pd.DataFrame, path: Path) -> str:
     """Write ``table`` as CSV (atomically); return the sha256 of the bytes written."""
     return _write(path, to_csv_bytes(table))
