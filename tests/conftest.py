@@ -30,3 +30,13 @@ def data_dir() -> Path:
 @pytest.fixture(autouse=True)
 def _quiet_matplotlib(monkeypatch):
     monkeypatch.setenv("MPLBACKEND", "Agg")
+
+
+@pytest.fixture(autouse=True)
+def _no_leftover_dataset_registry():
+    """`radpipe --datasets FILE` sets the registry for the whole process: a CLI test that passes it must not
+    leave its temporary registry to the tests that run after it."""
+    yield
+    from radpipe.config import use_datasets_file
+
+    use_datasets_file(None)
