@@ -57,7 +57,7 @@ def test_flow_counts_come_from_qc_card_and_splits(run):
     assert [(s.label, s.n) for s in flow[:3]] == [("cases found", 38), ("failed quality control", 2),
                                                   ("included in modelling", 36)]
     assert "2 × mask is empty" in flow[1].note
-    assert flow[3].label.startswith("outer cross-validation: 3 folds") and "tests on 12–12 cases" in flow[3].note
+    assert flow[3].label.startswith("outer cross-validation: 3 folds") and "trains on 24 and tests on 12 cases" in flow[3].note
 
 
 def test_study_page_shows_the_tables_numbers(run, monkeypatch):

@@ -44,6 +44,12 @@ class FlowStep:
     note: str = ""
 
 
+def _count_range(counts: list[int]) -> str:
+    """'31–32', or '32' when every fold has the same count."""
+    low, high = min(counts), max(counts)
+    return f"{low}" if low == high else f"{low}–{high}"
+
+
 def case_flow(folder: ModelFolder, features_dir: Path | None) -> list[FlowStep]:
     """The flow of cases: found → failed QC → included in modelling → folds → external cohorts.
 
@@ -75,7 +81,7 @@ def case_flow(folder: ModelFolder, features_dir: Path | None) -> list[FlowStep]:
         repeats = splits.get("outer_repeats", 1)
         steps.append(FlowStep(f"outer cross-validation: {splits.get('outer_folds')} folds × {repeats} repeat"
                               f"{'s' if repeats != 1 else ''}", None,
-                              f"each fold trains on {min(train)}–{max(train)} and tests on {min(test)}–{max(test)} "
+                              f"each fold trains on {_count_range(train)} and tests on {_count_range(test)} "
                               "cases; every case is tested once per repeat"))
     metrics = folder.metrics()
     if metrics is not None:
