@@ -269,7 +269,7 @@ def test_default_train_on_12_cases_completes_with_folds_fitted_to_the_classes(tm
 
     features, labels = _small_tables(tmp_path)
     result = runner.invoke(app, ["train", str(features), "--labels", str(labels), "--out", str(tmp_path / "m"),
-                                 "--positive-class", "metastasis", "--models", "svm,rf,xgb"])  # the old default
+                                 "--positive-class", "metastasis"])
     assert result.exit_code == 0, result.output
     text = said(result)
     assert "note: the smallest class ('metastasis') has 6 cases: SVM calibration folds 3 -> 2" in text
@@ -291,7 +291,7 @@ def test_train_too_few_cases_for_any_fold_is_exit_2_naming_the_counts(tmp_path):
     assert result.exit_code == 2, result.output
     text = said(result)
     assert "has 3 cases {'metastasis': 3, 'no_metastasis': 3}" in text
-    assert "leave 'svm_linear' and 'svm' out of model.search_families" in text and not (tmp_path / "m").exists()
+    assert "leave 'svm' out of model.models" in text and not (tmp_path / "m").exists()
 
 
 def test_string_labels_without_a_positive_class_are_exit_2_listing_both_and_where_to_set_it(tmp_path):

@@ -52,7 +52,7 @@ def test_a_class_too_small_for_the_svm_calibration_is_refused_with_what_to_chang
         plan_folds({"a": 3, "b": 9}, ModelSettings(models=["svm", "rf", "xgb"]))
     assert "3 cases {'a': 3, 'b': 9}" in str(caught.value)
     with pytest.raises(ConfigError, match=r"search's 'svm_linear' and 'svm' calibrate.*out of model.search_families"):
-        plan_folds({"a": 3, "b": 9}, ModelSettings())  # the default joint search has SVM families too
+        plan_folds({"a": 3, "b": 9}, ModelSettings(models=["search"]))  # the joint search has SVM families too
 
 
 def test_a_class_of_one_case_is_refused():
