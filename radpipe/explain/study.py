@@ -9,7 +9,6 @@ Each figure names the table it is drawn from; nothing shown is recomputed from t
 from __future__ import annotations
 
 import datetime as _dt
-import io
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,7 +20,13 @@ from radpipe.explain.checklists import CHECKLISTS, write_checklists
 from radpipe.explain.methods_text import methods_paragraph, read_extraction_manifest
 from radpipe.explain.pages import b64, env
 from radpipe.model.calibration_curve import calibration_figure
-from radpipe.model.decision_curve import _COLOURS, _cohort_order, case_probabilities, decision_curve_figure
+from radpipe.model.decision_curve import (
+    _COLOURS,
+    _cohort_order,
+    case_probabilities,
+    decision_curve_figure,
+    figure_png,
+)
 from radpipe.model.folder import MODELS_DIR, RADSCORE_TXT_FILE, ModelFolder
 
 STUDY_FILE = "study.html"
@@ -132,12 +137,7 @@ def roc_figure(predictions: pd.DataFrame, *, source: str = "predictions.csv") ->
         ax.set_ylabel("sensitivity")
         ax.set_title("out-of-fold (cross-validation)" if cohort == "cv" else f"external: {cohort}", fontsize=10)
         ax.legend(loc="lower right", fontsize=8.5, frameon=False)
-    fig.text(0.01, 0.005, f"table: {source}", fontsize=8, color="#5d6d7e")
-    fig.tight_layout(rect=(0, 0.03, 1, 1))
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=110)
-    plt.close(fig)
-    return buf.getvalue()
+    return figure_png(fig, f"table: {source}")
 
 
 def _f3(value, signed: bool = False) -> str:

@@ -11,14 +11,13 @@ the same numbers as in ``metrics.csv``.
 
 from __future__ import annotations
 
-import io
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
 from radpipe._io import atomic_write_bytes
-from radpipe.model.decision_curve import _COLOURS, _cohort_order, case_probabilities
+from radpipe.model.decision_curve import _COLOURS, _cohort_order, case_probabilities, figure_png
 from radpipe.model.folder import CALIBRATION_CURVE_FIGURE, CALIBRATION_CURVE_FILE, CALIBRATION_SUMMARY_FILE
 from radpipe.model.metrics import calibration_slope_intercept, stratified_bootstrap_indices
 
@@ -224,13 +223,8 @@ def calibration_figure(curve: pd.DataFrame, summary: pd.DataFrame | None = None,
         ax.tick_params(labelsize=8)
         ax.grid(alpha=0.3)
     kind = "out-of-fold, mean over repeats" if "cv" in set(curve["cohort"]) else "external"
-    fig.text(0.01, 0.005, f"table: {source} ({kind}); dots: quantile bins with 95% Wilson CI; lines: lowess; "
-             "dashed: perfect calibration", fontsize=8, color="#5d6d7e")
-    fig.tight_layout(rect=(0, 0.03, 1, 1))
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=110)
-    plt.close(fig)
-    return buf.getvalue()
+    return figure_png(fig, f"table: {source} ({kind}); dots: quantile bins with 95% Wilson CI; lines: lowess; "
+                      "dashed: perfect calibration")
 
 
 def write_calibration(out_dir, predictions: pd.DataFrame, n_boot: int = 1000,

@@ -150,7 +150,14 @@ def decision_curve_figure(table: pd.DataFrame, *, source: str = "decision_curve.
         ax.set_title(f"{name}, n = {int(first['n'].iloc[0])}, prevalence {prevalence:.2f}", fontsize=10)
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8.5, frameon=False)
-    fig.text(0.01, 0.005, f"table: {source}", fontsize=8, color="#5d6d7e")
+    return figure_png(fig, f"table: {source}")
+
+
+def figure_png(fig, footer: str) -> bytes:
+    """PNG bytes of a study figure with its source line (the table it was drawn from) at the bottom; closes it."""
+    import matplotlib.pyplot as plt
+
+    fig.text(0.01, 0.005, footer, fontsize=8, color="#5d6d7e")
     fig.tight_layout(rect=(0, 0.03, 1, 1))
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=110)
