@@ -107,10 +107,11 @@ def test_search_space_has_one_dict_per_family_with_the_pipeline_choices():
 
 
 def test_halving_rounds_keep_the_first_round_and_the_ensemble_large_enough():
-    assert halving_rounds(50, 40, 3) == (1, 50)      # 50 // 3 < 40 cases: no subsampling
-    assert halving_rounds(130, 40, 3) == (2, 43)     # 40 candidates on 43 cases, then 14 on 129
-    assert halving_rounds(400, 40, 3) == (3, 44)     # 40 -> 14 -> 5 candidates
-    assert halving_rounds(400, 40, 6) == (2, 133)    # a third round would leave fewer than 6
+    assert halving_rounds(50, 40, 3) == (1, 50)       # 50 // 3 < 100 cases: one round on all cases
+    assert halving_rounds(290, 24, 10) == (1, 290)    # the largest radMLBench training fold: no halving
+    assert halving_rounds(400, 40, 3) == (2, 133)     # 40 candidates on 133 cases, then 14 on 399
+    assert halving_rounds(1000, 40, 3) == (3, 111)    # 40 -> 14 -> 5 candidates
+    assert halving_rounds(1000, 40, 6) == (2, 333)    # a third round would leave fewer than 6
 
 
 def test_unknown_search_family_is_a_settings_error():

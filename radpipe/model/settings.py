@@ -20,6 +20,10 @@ ENSEMBLE_NAMES = ("voting", "stacking")
 #: the joint search's families and selection methods (see radpipe.model.search)
 SEARCH_FAMILIES = ("logreg_l1", "logreg_l2", "logreg_en", "svm_linear", "svm", "rf", "extra_trees", "xgb",
                    "naive_bayes", "knn")
+#: the families searched unless model.search_families says otherwise: naive Bayes assumes independent features
+#: (radiomics features are strongly correlated), k-NN is the most local learner and so the most prone to
+#: anti-learning in small cross-validated samples, and L1 logistic regression repeats the 'lasso' selection
+DEFAULT_SEARCH_FAMILIES = ("logreg_l2", "logreg_en", "svm_linear", "svm", "rf", "extra_trees", "xgb")
 SEARCH_SELECTIONS = ("none", "univariate", "mrmr", "lasso", "trees")
 
 
@@ -61,18 +65,20 @@ class ModelSettings(BaseModel):
         "and hyper-parameters jointly inside the inner CV (radpipe.model.search).",
     )
     search_budget: int = Field(
-        40, ge=1, description="Candidate pipelines the 'search' model draws per inner search (successive halving "
-        "keeps the best third per round). A count, not a time, so the seed reproduces the result on any machine.")
+        24, ge=1, description="Candidate pipelines the 'search' model draws per inner search (on training folds "
+        "of 300 cases or more, successive halving keeps the best third per round). A count, not a time, so the "
+        "seed reproduces the result on any machine.")
     search_families: list[str] = Field(
-        default_factory=lambda: list(SEARCH_FAMILIES),
-        description="Model families the 'search' model may choose: " + ", ".join(SEARCH_FAMILIES) + ".")
+        default_factory=lambda: list(DEFAULT_SEARCH_FAMILIES),
+        description="Model families the 'search' model may choose: " + ", ".join(SEARCH_FAMILIES) + " (default: "
+        "all but logreg_l1, naive_bayes and knn).")
     search_selections: list[str] = Field(
         default_factory=lambda: list(SEARCH_SELECTIONS),
         description="Feature-selection methods the 'search' model may choose: " + ", ".join(SEARCH_SELECTIONS)
         + " (trees: extra-trees importance).")
     search_top: int = Field(
-        10, ge=1, description="The 'search' model is an ensemble of this many best configurations of the last "
-        "halving round (1: the single best pipeline).")
+        10, ge=1, description="The 'search' model is an ensemble of this many best configurations (of "
+        "the last halving round; 1: the single best pipeline).")
     search_combine: Literal["mean", "stacking"] = Field(
         "mean", description="How search_top > 1 configurations are combined: the mean of their probabilities, or "
         "a logistic regression on their inner out-of-fold probabilities.")
@@ -251,9 +257,9 @@ class ModelSettings(BaseModel):
         """The joint search's settings, only when the 'search' model is trained (other cards stay as they were)."""
         if "search" not in self.models:
             return {}
-        return {"search_model": f"successive-halving random search (factor 3) over whole pipelines, "
-                f"{self.search_budget} candidates per inner search; families {self.search_families}; selection "
-                f"{self.search_selections}; "
+        return {"search_model": f"random search over whole pipelines, {self.search_budget} candidates per inner "
+                "search (successive halving, factor 3, on training folds of 300 cases or more); "
+                f"families {self.search_families}; selection {self.search_selections}; "
                 + ("the single best configuration" if self.search_top == 1 else
                    f"{self.search_combine} of the {self.search_top} best configurations of the last round"),
                 "search_budget": self.search_budget, "search_top": self.search_top}
@@ -275,7 +281,7 @@ class ModelSettings(BaseModel):
         return {
             "outer": f"{'StratifiedGroupKFold' if self.group_column else 'RepeatedStratifiedKFold'}"
             f"({self.outer_folds} folds x {self.outer_repeats} repeats)" + (f", stratified{strata}" if strata else ""),
-            "inner": f"{'successive-halving random' if self.models == ['search'] else self.search} search, "
+            "inner": f"{'joint random' if self.models == ['search'] else self.search} search, "
             f"{self.inner_folds}-fold stratified CV{strata}, scoring {scoring}",
             "outer_folds": self.outer_folds,
             "outer_repeats": self.outer_repeats,
