@@ -33,6 +33,7 @@ CALIBRATION_CURVE_FIGURE = "calibration_curve.png"
 RADSCORE_FILE = "radscore.csv"  # a linear model as a formula: term, feature, coefficient, mean, sd, ...
 RADSCORE_TXT_FILE = "radscore.txt"  # the same formula as R code
 COMPARISON_FILE = "comparison.csv"  # clinical / radiomics / combined models: AUCs, DeLong p, bootstrap difference
+SEARCH_FAMILIES_FILE = "search_families.csv"  # joint search: each family's best inner configuration's outer AUC (information)
 SAMPLE_SIZE_FILE = "sample_size.json"  # Riley et al. (BMJ 2020) minimum sample size against the cohort
 MODELS_DIR = "models"  # every compared model, models/<name>/
 FOLDS_DIR = "folds"  # the best model's outer-fold pipelines, folds/<repeat>_<fold>/
@@ -123,6 +124,10 @@ class ModelFolder:
     @property
     def comparison_path(self) -> Path:
         return self.path / COMPARISON_FILE
+
+    @property
+    def search_families_path(self) -> Path:
+        return self.path / SEARCH_FAMILIES_FILE
 
     @property
     def sample_size_path(self) -> Path:

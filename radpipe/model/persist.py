@@ -242,7 +242,11 @@ def render_model_card(card: dict) -> str:
 def _search_lines(record: dict) -> list[str]:
     """The joint search's choices per outer fold and its win counts (see radpipe.model.search.search_summary)."""
     lines = ["- Family wins: " + ", ".join(f"{k} {v}" for k, v in record.get("family_wins", {}).items()),
-             "- Selection wins: " + ", ".join(f"{k} {v}" for k, v in record.get("selection_wins", {}).items()), ""]
+             "- Selection wins: " + ", ".join(f"{k} {v}" for k, v in record.get("selection_wins", {}).items())]
+    if record.get("family_outer_auc"):
+        lines.append("- Outer AUC of each family's best inner configuration (" + record["family_outer_auc_note"]
+                     + "): " + ", ".join(f"{k} {_fmt(v)}" for k, v in record["family_outer_auc"].items()))
+    lines.append("")
     for chosen in record.get("chosen_per_outer_fold", []):
         rest = {k: v for k, v in chosen.items() if k not in ("repeat", "fold")}
         lines.append(f"- repeat {chosen['repeat']} fold {chosen['fold']}: `{json.dumps(rest, default=str)}`")

@@ -228,6 +228,7 @@ class JointSearch(BaseEstimator, ClassifierMixin):
         # one-class, whose NaN score only drops that candidate
         self.search_.fit(X_search, y, groups=groups) if groups is not None else self.search_.fit(X_search, y)
         self.ranking_ = last_round_ranking(self.search_.cv_results_)
+        self.family_configs_ = family_best_configs(self.search_.cv_results_)
         if self.ranking_.empty:
             raise ValueError("every candidate of the joint search failed on the inner folds")
         top = self.ranking_.head(max(settings.search_top, 1))
@@ -248,6 +249,19 @@ class JointSearch(BaseEstimator, ClassifierMixin):
     def predict_proba(self, X):
         return self.best_estimator_.predict_proba(X)
 
+    def family_probabilities(self, X, y, X_test) -> dict[str, np.ndarray]:
+        """For information only: each family's best configuration (:func:`family_best_configs`) refitted on
+        (X, y), and its ``predict_proba`` on ``X_test``.
+
+        Scored on an outer test fold, these give per-family outer AUCs. They describe the search; choosing a
+        family by them afterwards would be the "best of N on the outer folds" the search exists to avoid.
+        """
+        out = {}
+        for family, config in self.family_configs_.items():
+            pipeline = clone(search_pipeline(self.settings)).set_params(**clone(config, safe=False))
+            out[family] = pipeline.fit(X, y).predict_proba(X_test)
+        return out
+
     def predict(self, X):
         return self.best_estimator_.predict(X)
 
@@ -258,6 +272,47 @@ def last_round_ranking(results: dict) -> pd.DataFrame:
                           "score": results["mean_test_score"]})
     last = frame[(frame["iter"] == frame["iter"].max()) & np.isfinite(frame["score"])]
     return last.sort_values(["score", "candidate"], ascending=[False, True], kind="stable").reset_index(drop=True)
+
+
+def family_best_configs(results: dict) -> dict[str, dict]:
+    """Each family's best configuration in a search's ``cv_results_``: the latest halving round it reached, then
+    its best mean inner score (scores of different rounds come from different subsamples). Families by name."""
+    params = results["params"]
+    frame = pd.DataFrame({"candidate": np.arange(len(params)), "iter": results["iter"],
+                          "score": results["mean_test_score"], "family": [family_of(p["clf"]) for p in params]})
+    frame = frame[np.isfinite(frame["score"])].sort_values(
+        ["iter", "score", "candidate"], ascending=[False, False, True], kind="stable")
+    best = frame.drop_duplicates("family").sort_values("family")
+    return {row.family: params[row.candidate] for row in best.itertuples()}
+
+
+#: the column that says what search_families.csv is, in every row, so a copied table keeps its label
+FAMILY_AUC_NOTE = ("information only: the model is the joint search; picking a family by this outer AUC would be "
+                   "a choice made on the outer folds, and optimistic")
+
+
+def family_outer_aucs(fold_fits, y_idx: np.ndarray, auc_of) -> pd.DataFrame:
+    """Per family, the outer-CV AUC of its best inner configuration of each outer fold (``FoldFit.family_test_prob``),
+    pooled over the folds of a repeat and averaged over repeats, and the outer folds whose search it won.
+
+    ``auc_of(y, prob)`` is the AUC of the outcome (binary or macro one-vs-rest). A family absent from some
+    fold's search (every candidate failed) is scored on the folds where it was present (``cases``).
+    """
+    wins = Counter(fit.best_params.get("family") for fit in fold_fits)
+    families = sorted({f for fit in fold_fits for f in (fit.family_test_prob or {})})
+    rows = []
+    for family in families:
+        per_repeat = []
+        cases = 0
+        for repeat in sorted({fit.repeat for fit in fold_fits}):
+            fits = [f for f in fold_fits if f.repeat == repeat and family in (f.family_test_prob or {})]
+            idx = np.concatenate([f.test_idx for f in fits])
+            prob = np.concatenate([f.family_test_prob[family] for f in fits])
+            per_repeat.append(auc_of(y_idx[idx], prob))
+            cases = max(cases, len(idx))
+        rows.append({"family": family, "outer_auc": round(float(np.mean(per_repeat)), 4), "cases": cases,
+                     "outer_folds_won": wins.get(family, 0), "note": FAMILY_AUC_NOTE})
+    return pd.DataFrame(rows, columns=["family", "outer_auc", "cases", "outer_folds_won", "note"])
 
 
 def search_summary(fold_params: list[tuple[int, int, dict]]) -> dict:

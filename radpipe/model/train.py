@@ -407,6 +407,7 @@ def fit_models(
     write_decision_curve(out_dir, predictions)  # binary outcomes only: net benefit, cv and external cohorts
     write_calibration(out_dir, predictions, n_boot=settings.bootstrap, seed=settings.seed)
     _write_splits(folder, X, cv, inputs)
+    family_aucs = _write_search_families(folder, cv, y_idx)
     atomic_write_text(folder.timings_path,
                       json.dumps({name: round(sec, 2) for name, sec in cv.seconds.items()}, indent=2))
     X.reset_index().to_csv(folder.train_features_path, index=False)
@@ -423,7 +424,7 @@ def fit_models(
         cv_row = metrics[(metrics["cohort"] == "cv") & (metrics["model"] == name)].iloc[0].to_dict()
         external_rows = {r["cohort"]: _jsonable(r) for r in ext_rows if r["model"] == name}
         card = _card(name, pipeline, params, cv_row, X, y, classes, thresholds[name], settings,
-                     is_best=name == best, external_metrics=external_rows, **inputs_card, **_search_card(name, cv))
+                     is_best=name == best, external_metrics=external_rows, **inputs_card, **_search_card(name, cv, family_aucs))
         model_dirs[name] = folder.model_dir(name)
         _save(pipeline, card, model_dirs[name])
         save_neighbours(neighbours[name], model_dirs[name])
@@ -453,14 +454,30 @@ def fit_models(
                        model_dirs=model_dirs)
 
 
-def _search_card(name: str, cv: NestedCVResult) -> dict:
-    """For the joint search model only: the configuration chosen in each outer fold and how often each family and
-    selection method won (radpipe.model.search.search_summary)."""
+def _search_card(name: str, cv: NestedCVResult, family_aucs: pd.DataFrame | None = None) -> dict:
+    """For the joint search model only: the configuration chosen in each outer fold, how often each family and
+    selection method won (radpipe.model.search.search_summary) and, labelled as information, each family's outer
+    AUC (search_families.csv)."""
     if name != "search":
         return {}
-    from radpipe.model.search import search_summary
+    from radpipe.model.search import FAMILY_AUC_NOTE, search_summary
 
-    return {"search": _jsonable(search_summary([(f.repeat, f.fold, f.best_params) for f in cv.folds[name]]))}
+    record = search_summary([(f.repeat, f.fold, f.best_params) for f in cv.folds[name]])
+    if family_aucs is not None and len(family_aucs):
+        record["family_outer_auc"] = dict(zip(family_aucs["family"], family_aucs["outer_auc"], strict=True))
+        record["family_outer_auc_note"] = FAMILY_AUC_NOTE
+    return {"search": _jsonable(record)}
+
+
+def _write_search_families(folder: ModelFolder, cv: NestedCVResult, y_idx: np.ndarray) -> pd.DataFrame | None:
+    """search_families.csv: each family's outer AUC, for information (see radpipe.model.search.family_outer_aucs)."""
+    if "search" not in cv.folds:
+        return None
+    from radpipe.model.search import family_outer_aucs
+
+    table = family_outer_aucs(cv.folds["search"], y_idx, _auc)
+    table.to_csv(folder.search_families_path, index=False)
+    return table
 
 
 def _inputs_card(inputs: ModelInputs) -> dict:

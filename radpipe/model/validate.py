@@ -65,6 +65,8 @@ class FoldFit:
     test_prob: np.ndarray
     threshold: float
     inner_oof: np.ndarray | None = field(default=None, repr=False)
+    #: joint search only, for information: each family's best inner configuration's test-fold probabilities
+    family_test_prob: dict[str, np.ndarray] | None = field(default=None, repr=False)
 
 
 @dataclass
@@ -188,12 +190,20 @@ def choose_threshold(y: np.ndarray, oof_prob: np.ndarray, settings: ModelSetting
     return 0.5 if settings.threshold_method == "fixed" else youden_threshold(y, oof_prob)
 
 
+def fitted_search(name: str, X: pd.DataFrame, y: np.ndarray, groups, settings: ModelSettings):
+    """The inner search of model ``name``, fitted on (X, y)."""
+    search = make_search(name, settings, inner_splits(X, y, groups, settings), multiclass=len(np.unique(y)) > 2)
+    return search.fit(X, y, groups=groups) if groups is not None else search.fit(X, y)
+
+
 def tune(name: str, X: pd.DataFrame, y: np.ndarray, groups, settings: ModelSettings):
     """Inner search on (X, y): the refitted best pipeline and its parameters."""
-    search = make_search(name, settings, inner_splits(X, y, groups, settings), multiclass=len(np.unique(y)) > 2)
-    search.fit(X, y, groups=groups) if groups is not None else search.fit(X, y)
-    params = {key.removeprefix("clf__"): _plain(value) for key, value in search.best_params_.items()}
-    return search.best_estimator_, params
+    search = fitted_search(name, X, y, groups, settings)
+    return search.best_estimator_, _search_params(search)
+
+
+def _search_params(search) -> dict:
+    return {key.removeprefix("clf__"): _plain(value) for key, value in search.best_params_.items()}
 
 
 def fit_ensemble(kind: str, members: dict[str, Any], X: pd.DataFrame, y: np.ndarray, settings: ModelSettings):
@@ -252,11 +262,16 @@ def nested_cv(
             for name in bases:
                 say(f"repeat {repeat} fold {fold}: tuning {name}")
                 start = time.perf_counter()
-                best, params = tune(name, X_tr, y_tr, g_tr, settings)
+                search = fitted_search(name, X_tr, y_tr, g_tr, settings)
+                best, params = search.best_estimator_, _search_params(search)
                 oof = inner_oof_probabilities(best, X_tr, y_tr, g_tr, settings)
+                per_family = None
+                if hasattr(search, "family_probabilities"):  # the joint search: information, not a choice
+                    per_family = {family: class_probabilities(prob) for family, prob in
+                                  search.family_probabilities(X_tr, y_tr, X_te).items()}
                 folds[name].append(FoldFit(
                     repeat, fold, train, test, best, params, class_probabilities(best.predict_proba(X_te)),
-                    choose_threshold(y_tr, oof, settings), oof,
+                    choose_threshold(y_tr, oof, settings), oof, per_family,
                 ))
                 members[name] = best
                 seconds[name] += time.perf_counter() - start
