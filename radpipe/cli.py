@@ -165,8 +165,9 @@ def train(
     label_column: Annotated[str, typer.Option(help="Outcome column in --labels.")] = "label",
     group_column: Annotated[str | None, typer.Option(help="Column in --labels that groups cases for grouped CV.")] = None,
     models: Annotated[str | None, typer.Option(
-        help="Comma-separated model names. Default: svm,rf,xgb (each family tuned and compared); 'search' "
-        "chooses selection, k, decorrelation, model family and hyper-parameters together inside the inner CV.")] = None,
+        help="Comma-separated model names. Default: search (selection, k, decorrelation, model family and "
+        "hyper-parameters chosen together inside the inner CV); a list such as svm,rf,xgb tunes and compares "
+        "each family on its own.")] = None,
     positive_class: Annotated[str | None, typer.Option(help="Outcome value counted as positive.")] = None,
     batch_column: Annotated[str | None, typer.Option(
         help="Column in --labels naming each case's scanner/centre: harmonise the features with ComBat, "

@@ -8,7 +8,7 @@ from radpipe.model import ModelSettings
 
 def test_defaults_are_a_usable_recipe():
     settings = ModelSettings()
-    assert settings.models == ["svm", "rf", "xgb"] and settings.search_budget == 24 and settings.search_top == 10
+    assert settings.models == ["search"] and settings.search_budget == 24 and settings.search_top == 10
     assert (settings.outer_folds, settings.outer_repeats, settings.inner_folds, settings.seed) == (5, 1, 3, 42)
     assert settings.positive_class is None and settings.select_best_by == "auc"
     assert all(field.description for field in ModelSettings.model_fields.values())
@@ -50,12 +50,12 @@ def test_rebalance_choices_and_the_model_card_summary():
 
 
 def test_cv_summary_names_the_inner_scoring_and_the_strata():
-    default = ModelSettings().cv_summary()
-    assert default["outer"] == "RepeatedStratifiedKFold(5 folds x 1 repeats)"          # binary cards unchanged
-    assert default["inner"] == "grid search, 3-fold stratified CV, scoring roc_auc" and "search_budget" not in default
-    joint = ModelSettings(models=["search"]).cv_summary()
-    assert joint["inner"] == "joint random search, 3-fold stratified CV, scoring roc_auc"
+    families = ModelSettings(models=["svm", "rf", "xgb"]).cv_summary()
+    assert families["outer"] == "RepeatedStratifiedKFold(5 folds x 1 repeats)"          # binary cards unchanged
+    assert families["inner"] == "grid search, 3-fold stratified CV, scoring roc_auc" and "search_budget" not in families
+    joint = ModelSettings().cv_summary()
+    assert joint["inner"] == "joint random search, 3-fold stratified CV, scoring roc_auc" and joint["search_budget"] == 24
     assert ModelSettings().cv_summary(scoring="roc_auc_ovr")["inner"].endswith("scoring roc_auc_ovr")
-    harmonised = ModelSettings(harmonise="combat", batch_column="scanner").cv_summary()
+    harmonised = ModelSettings(models=["svm"], harmonise="combat", batch_column="scanner").cv_summary()
     assert harmonised["outer"].startswith("RepeatedStratifiedKFold(5 folds x 1 repeats), stratified on outcome x batch")
     assert harmonised["inner"].startswith("grid search, 3-fold stratified CV on outcome x batch (on")
