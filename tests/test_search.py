@@ -17,6 +17,7 @@ from radpipe.model.metrics import roc_auc
 from radpipe.model.search import (
     FAMILY_AUC_NOTE,
     JointSearch,
+    draw_candidates,
     family_outer_aucs,
     halving_rounds,
     search_distributions,
@@ -111,6 +112,20 @@ def test_search_space_has_one_dict_per_family_with_the_pipeline_choices():
                                                             "XGBClassifier"]
     assert all(d["select__method"] == ["none", "mrmr"] and max(d["select__k"]) == 64 for d in space)
     assert "clf__estimator__gamma" in space[1] and "clf__l1_ratio" in space[0]
+
+
+def test_every_family_gets_its_share_of_the_budget_in_turn():
+    settings = ModelSettings()  # 24 candidates over 7 families: with a family drawn per candidate, seed 42 had no rf
+    candidates = draw_candidates(settings)
+    families = [search_module.family_of(c["clf"][0]) for c in candidates]
+    assert len(candidates) == 24 and families[:7] == list(settings.search_families)
+    assert {f: families.count(f) for f in settings.search_families} == {
+        "logreg_l2": 4, "logreg_en": 4, "svm_linear": 4, "svm": 3, "rf": 3, "extra_trees": 3, "xgb": 3}
+    assert all(len(values) == 1 for c in candidates for values in c.values())
+    again = draw_candidates(ModelSettings())
+    assert [c["select__k"] for c in again] == [c["select__k"] for c in candidates]
+    other = draw_candidates(ModelSettings(seed=7))
+    assert [c["select__k"] for c in other] != [c["select__k"] for c in candidates]
 
 
 def test_halving_rounds_keep_the_first_round_and_the_ensemble_large_enough():

@@ -5,11 +5,12 @@ One scikit-learn Pipeline (``impute -> variance -> scale -> decorrelate -> selec
 list of parameter distributions, one per model family, whose ``clf`` entry swaps the final estimator
 (``Pipeline.set_params(clf=...)``). The family is therefore a hyper-parameter like any other: it is picked on
 the inner folds of each outer training fold, and the outer folds score the whole procedure, with no "best of N
-families afterwards" on the outer folds. scikit-learn's ``HalvingRandomSearchCV`` (Jamieson & Talwalkar 2016;
-Li et al. 2017) screens ``search_budget`` random candidates on a subsample of the cases and keeps the best
-third for each larger round, the last on all of them; a training fold too small for a first round of
-:data:`MIN_ROUND_CASES` cases gets a single round, a plain random search on all its cases. The budget is a number of candidates, so a seed
-gives the same candidates, the same scores and the same winner on any machine and any ``n_jobs``.
+families afterwards" on the outer folds. :func:`draw_candidates` draws ``search_budget`` random candidates, an
+equal share per family, and scikit-learn's ``HalvingGridSearchCV`` (Jamieson & Talwalkar 2016; Li et al. 2017)
+screens them on a subsample of the cases and keeps the best third for each larger round, the last on all of
+them; a training fold too small for a first round of :data:`MIN_ROUND_CASES` cases gets a single round on all
+its cases. The budget is a number of candidates, so a seed gives the same candidates, the same scores and the
+same winner on any machine and any ``n_jobs``.
 
 With ``search_top`` > 1 the model is an ensemble of the best configurations of the last round, refitted on the
 whole training fold (see :mod:`radpipe.model.ensemble`), as WORC does (Starmans et al. 2021).
@@ -27,9 +28,9 @@ from scipy.stats import loguniform, randint, uniform
 from sklearn.base import BaseEstimator, ClassifierMixin, clone
 from sklearn.calibration import CalibratedClassifierCV
 from sklearn.ensemble import ExtraTreesClassifier, RandomForestClassifier
-from sklearn.experimental import enable_halving_search_cv  # noqa: F401  (makes HalvingRandomSearchCV importable)
+from sklearn.experimental import enable_halving_search_cv  # noqa: F401  (makes HalvingGridSearchCV importable)
 from sklearn.linear_model import LogisticRegression
-from sklearn.model_selection import HalvingRandomSearchCV
+from sklearn.model_selection import HalvingGridSearchCV, ParameterSampler
 from sklearn.naive_bayes import GaussianNB
 from sklearn.neighbors import KNeighborsClassifier
 from sklearn.pipeline import Pipeline
@@ -119,8 +120,8 @@ def search_pipeline(settings: ModelSettings, pandas: bool = True) -> Pipeline:
 
 
 def search_distributions(settings: ModelSettings) -> list[dict[str, Any]]:
-    """One parameter-distribution dict per family of ``settings.search_families`` (``HalvingRandomSearchCV``
-    picks a dict at random, then a value from each of its entries)."""
+    """One parameter-distribution dict per family of ``settings.search_families`` (:func:`draw_candidates`
+    draws each family's share of the budget from its dict)."""
     shared = {
         "decorrelate__threshold": list(SEARCH_CORRELATION),
         "select__method": list(settings.search_selections),
@@ -129,6 +130,24 @@ def search_distributions(settings: ModelSettings) -> list[dict[str, Any]]:
     return [{"clf": [_family_estimator(family, settings)], **shared,
              **{f"clf__{key}": value for key, value in _family_distributions(family).items()}}
             for family in settings.search_families]
+
+
+def draw_candidates(settings: ModelSettings) -> list[dict[str, list]]:
+    """The ``search_budget`` candidate pipelines, the families taking turns.
+
+    Each family gets an equal share of the budget (the first ones one more when it does not divide), its
+    values drawn from its own distributions with its own seed, and the families alternate in the list, whose
+    order breaks ties. Drawing a family at random for each candidate instead (``HalvingRandomSearchCV`` over a
+    list of dicts) left random forest out of all 24 candidates with the default seed, in every outer fold.
+    A budget smaller than the number of families leaves the last families out.
+    """
+    spaces = search_distributions(settings)
+    budget, n_families = settings.search_budget, len(spaces)
+    shares = [budget // n_families + (i < budget % n_families) for i in range(n_families)]
+    drawn = [list(ParameterSampler(space, share, random_state=settings.seed + i))
+             for i, (space, share) in enumerate(zip(spaces, shares, strict=True))]
+    return [{key: [value] for key, value in family[j].items()}
+            for j in range(max(shares)) for family in drawn if j < len(family)]
 
 
 def family_of(estimator: Any) -> str:
@@ -184,7 +203,8 @@ class JointSearch(BaseEstimator, ClassifierMixin):
 
     Attributes
     ----------
-    search_ : HalvingRandomSearchCV
+    search_ : HalvingGridSearchCV
+        Over the candidates of :func:`draw_candidates`.
     best_estimator_ : Pipeline
     best_params_ : dict
         ``{"family", "selection", "k", "correlation_threshold", <hyper-parameters>, "inner_auc"}`` of the
@@ -218,9 +238,8 @@ class JointSearch(BaseEstimator, ClassifierMixin):
         # arrays unless ComBat must find the batch column by name: the same steps, without pandas overhead
         as_array = not settings.harmonise and isinstance(X, pd.DataFrame)
         X_search = X.to_numpy(dtype=float) if as_array else X
-        self.search_ = HalvingRandomSearchCV(
-            search_pipeline(settings, pandas=not as_array), search_distributions(settings), n_candidates=settings.search_budget,
-            factor=HALVING_FACTOR, resource="n_samples", min_resources=min_resources, max_resources=len(y),
+        self.search_ = HalvingGridSearchCV(
+            search_pipeline(settings, pandas=not as_array), draw_candidates(settings), factor=HALVING_FACTOR, resource="n_samples", min_resources=min_resources, max_resources=len(y),
             aggressive_elimination=False, cv=self.cv, scoring=self.scoring, refit=False, error_score=np.nan,
             random_state=settings.seed, n_jobs=settings.n_jobs,
         )
