@@ -231,3 +231,17 @@ def test_each_familys_outer_auc_is_kept_as_information_and_matches_the_winner():
         prob[fit.test_idx] = fit.family_test_prob["naive_bayes"]
     assert table.set_index("family").loc["naive_bayes", "outer_auc"] == pytest.approx(roc_auc(y, prob), abs=1e-4)
     assert (table["outer_auc"] > 0.65).all()   # measured 0.73 and 0.71 (chance 0.5, SE ~0.07 at n = 60)
+
+
+def test_no_default_l1_or_elastic_net_candidate_is_a_constant_model():
+    # C under ~0.1 zeroed every coefficient: the default seed's four elastic nets all predicted a constant
+    rng = np.random.default_rng(6)
+    n = 100
+    y = np.tile([0, 1], n // 2)
+    X = pd.DataFrame(rng.normal(size=(n, 30)), columns=[f"f{i}" for i in range(30)])
+    X["f0"] += 0.8 * y
+    settings = ModelSettings(search_families=["logreg_l1", "logreg_en"])
+    for candidate in draw_candidates(settings):
+        pipeline = search_module.search_pipeline(settings).set_params(**{k: v[0] for k, v in candidate.items()})
+        prob = pipeline.fit(X, y).predict_proba(X)[:, 1]
+        assert np.ptp(prob) > 0.05, {k: v[0] for k, v in candidate.items() if k != "clf"}
