@@ -152,10 +152,17 @@ def test_search_summary_counts_wins():
     assert [c["fold"] for c in summary["chosen_per_outer_fold"]] == [0, 1, 2]
 
 
-def _noise_auc(seed: int, budget: int, n: int = 150) -> float:
+def _balanced_table(seed: int, n: int, p: int, shift: float = 0.0) -> tuple[pd.DataFrame, np.ndarray]:
+    """n cases alternating 0/1 and p standard-normal features f0..f{p-1}; f0 moved by ``shift`` in class 1."""
     rng = np.random.default_rng(seed)
     y = np.tile([0, 1], n // 2)
-    X = pd.DataFrame(rng.normal(size=(n, 20)), columns=[f"f{i}" for i in range(20)])
+    X = pd.DataFrame(rng.normal(size=(n, p)), columns=[f"f{i}" for i in range(p)])
+    X["f0"] += shift * y
+    return X, y
+
+
+def _noise_auc(seed: int, budget: int, n: int = 150) -> float:
+    X, y = _balanced_table(seed, n, 20)
     settings = ModelSettings(models=["search"], outer_folds=3, search_budget=budget, search_top=1, seed=seed,
                              search_families=CHEAP, search_selections=["none", "univariate", "lasso"])
     result = nested_cv(X, y, settings)
@@ -212,11 +219,8 @@ def test_tree_importance_selection_keeps_the_features_the_label_depends_on():
 
 
 def test_each_familys_outer_auc_is_kept_as_information_and_matches_the_winner():
-    rng = np.random.default_rng(5)
     n = 60
-    y = np.tile([0, 1], n // 2)
-    X = pd.DataFrame(rng.normal(size=(n, 6)), columns=[f"f{i}" for i in range(6)])
-    X["f0"] += 1.5 * y
+    X, y = _balanced_table(5, n, 6, shift=1.5)
     settings = ModelSettings(models=["search"], outer_folds=3, search_budget=8, search_top=1,
                              search_families=["logreg_l2", "naive_bayes"], search_selections=["none", "univariate"])
     fits = nested_cv(X, y, settings).folds["search"]
@@ -235,11 +239,7 @@ def test_each_familys_outer_auc_is_kept_as_information_and_matches_the_winner():
 
 def test_no_default_l1_or_elastic_net_candidate_is_a_constant_model():
     # C under ~0.1 zeroed every coefficient: the default seed's four elastic nets all predicted a constant
-    rng = np.random.default_rng(6)
-    n = 100
-    y = np.tile([0, 1], n // 2)
-    X = pd.DataFrame(rng.normal(size=(n, 30)), columns=[f"f{i}" for i in range(30)])
-    X["f0"] += 0.8 * y
+    X, y = _balanced_table(6, 100, 30, shift=0.8)
     settings = ModelSettings(search_families=["logreg_l1", "logreg_en"])
     for candidate in draw_candidates(settings):
         pipeline = search_module.search_pipeline(settings).set_params(**{k: v[0] for k, v in candidate.items()})
