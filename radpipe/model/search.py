@@ -243,7 +243,8 @@ class JointSearch(BaseEstimator, ClassifierMixin):
         as_array = not settings.harmonise and isinstance(X, pd.DataFrame)
         X_search = X.to_numpy(dtype=float) if as_array else X
         self.search_ = HalvingGridSearchCV(
-            search_pipeline(settings, pandas=not as_array), draw_candidates(settings), factor=HALVING_FACTOR, resource="n_samples", min_resources=min_resources, max_resources=len(y),
+            search_pipeline(settings, pandas=not as_array), draw_candidates(settings), factor=HALVING_FACTOR,
+            resource="n_samples", min_resources=min_resources, max_resources=len(y),
             aggressive_elimination=False, cv=self.cv, scoring=self.scoring, refit=False, error_score=np.nan,
             random_state=settings.seed, n_jobs=settings.n_jobs,
         )
